@@ -1,0 +1,58 @@
+"""Training examples from a verifiable task: [bos] prompt solution [eos], loss on solution and eos only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from datawall.data.budget import Doc
+from datawall.data.tokenizer import Tokenizer
+from datawall.errors import DatawallError
+
+_FIRST_BLOCK = 256
+_MAX_BLOCK = 8192
+
+
+def task_docs(task, tokenizer: Tokenizer, split: str, count: int | None = None,
+              unique_tokens: int | None = None, start: int = 0) -> list[Doc]:
+    """Docs for problems start, start+1, ...: exactly `count` of them, or the fewest whose tokens reach U."""
+    if (count is None) == (unique_tokens is None):
+        raise DatawallError("task_docs: give exactly one of count and unique_tokens")
+    if (count is not None and count <= 0) or (unique_tokens is not None and unique_tokens <= 0) or start < 0:
+        raise DatawallError(f"task_docs: count/unique_tokens must be positive and start >= 0, "
+                            f"got count={count}, unique_tokens={unique_tokens}, start={start}")
+    docs: list[Doc] = []
+    total, index = 0, start
+    while True:
+        if count is not None:
+            n = min(count - len(docs), _MAX_BLOCK)
+        elif docs:  # size the next block from the tokens per example seen so far
+            n = min(_MAX_BLOCK, max(_FIRST_BLOCK, int(1.05 * (unique_tokens - total) * len(docs) / total) + 1))
+        else:
+            n = _FIRST_BLOCK
+        for doc in _examples(task, tokenizer, split, index, n):
+            docs.append(doc)
+            total += len(doc)
+            if unique_tokens is not None and total >= unique_tokens:
+                return docs
+        index += n
+        if count is not None and len(docs) >= count:
+            return docs
+
+
+def _examples(task, tokenizer: Tokenizer, split: str, start: int, n: int) -> list[Doc]:
+    """Encode problems [start, start+n) in two batched calls."""
+    try:
+        problems = [task.problem(split, i) for i in range(start, start + n)]
+    except IndexError:
+        raise DatawallError(f"task {getattr(task, 'name', task)!r}: split {split!r} has fewer than "
+                            f"{start + n} problems") from None
+    prompts = tokenizer.encode_batch([p.prompt for p in problems])
+    solutions = tokenizer.encode_batch([task.solution(p) for p in problems])
+    bos, eos = tokenizer.bos_id, tokenizer.eos_id
+    docs = []
+    for prompt, solution in zip(prompts, solutions, strict=True):
+        ids = np.array([bos, *prompt, *solution, eos], dtype=np.int32)
+        mask = np.ones(len(ids), dtype=bool)
+        mask[: 1 + len(prompt)] = False
+        docs.append(Doc(ids, mask))
+    return docs
