@@ -1,0 +1,96 @@
+"""Model shape: the ModelConfig dataclass and the named size presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from datawall.errors import DatawallError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a Llama-style decoder (head_dim = dim // n_heads)."""
+
+    vocab_size: int
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    ffn_dim: int
+    max_seq_len: int
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise DatawallError(f"model config: {name} must be a positive integer, got {value!r}")
+        if self.dim % self.n_heads:
+            raise DatawallError(f"model config: dim {self.dim} is not divisible by n_heads {self.n_heads}")
+        if (self.dim // self.n_heads) % 2:
+            raise DatawallError(f"model config: head_dim {self.dim // self.n_heads} must be even for RoPE")
+        if self.n_heads % self.n_kv_heads:
+            raise DatawallError(
+                f"model config: n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (JSON-serializable)."""
+        return asdict(self)
+
+
+def swiglu_hidden(dim: int, multiple_of: int = 32) -> int:
+    """Llama's SwiGLU width: 8/3 * dim rounded up to a multiple of multiple_of."""
+    hidden = int(8 * dim / 3)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+def _preset(dim: int, n_layers: int, head_dim: int) -> dict[str, int]:
+    n_heads = dim // head_dim
+    return dict(dim=dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_heads, ffn_dim=swiglu_hidden(dim))
+
+
+# Named by non-embedding parameters (see Transformer.num_params): 107k, 1.01M, 4.82M, 25.3M.
+# head_dim 32 for the two small ones (enough heads to matter), 64 above (bigger, faster matmuls).
+PRESETS: dict[str, dict[str, int]] = {
+    "100k": _preset(dim=64, n_layers=2, head_dim=32),
+    "1m": _preset(dim=128, n_layers=5, head_dim=32),
+    "5m": _preset(dim=256, n_layers=6, head_dim=64),
+    "25m": _preset(dim=512, n_layers=8, head_dim=64),
+}
+
+
+def model_config(
+    preset: str | dict[str, Any], vocab_size: int, max_seq_len: int, **overrides: Any
+) -> ModelConfig:
+    """ModelConfig from a preset name (or a dict of shape fields), a vocabulary size and a context length."""
+    if isinstance(preset, str):
+        key = preset.lower()
+        if key not in PRESETS:
+            raise DatawallError(f"unknown model preset {preset!r}; presets: {', '.join(PRESETS)}")
+        shape: dict[str, Any] = dict(PRESETS[key])
+    elif isinstance(preset, dict):
+        shape = dict(preset)
+    else:
+        raise DatawallError(f"model preset must be a name or a dict, got {type(preset).__name__}")
+    shape.update(vocab_size=vocab_size, max_seq_len=max_seq_len)
+    shape.update(overrides)
+    if "n_kv_heads" not in shape and "n_heads" in shape:
+        shape["n_kv_heads"] = shape["n_heads"]
+    if "ffn_dim" not in shape and "dim" in shape:
+        shape["ffn_dim"] = swiglu_hidden(shape["dim"])
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(shape) - known)
+    if unknown:
+        raise DatawallError(f"model config: unknown field(s) {', '.join(unknown)}; fields: {', '.join(known)}")
+    missing = [name for name in ("dim", "n_layers", "n_heads") if name not in shape]
+    if missing:
+        raise DatawallError(f"model config: missing field(s) {', '.join(missing)}")
+    return ModelConfig(**shape)

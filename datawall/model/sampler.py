@@ -1,0 +1,257 @@
+"""Batched sampling with a KV cache: one prefill per distinct prompt, n samples each, stop strings, logprobs.
+
+Randomness is counter-based: the uniform that picks a token is a hash of (seed, prompt ids, which copy of
+that prompt in the call, sample index, step), so a sample depends on its own prompt and the seed, not on
+which other prompts share the batch (up to float rounding of the logits). The token is drawn by inverting
+the CDF of the (temperature, top-k, top-p)-filtered distribution at that uniform.
+
+Reported logprobs are log-probabilities of the chosen tokens under the model's *unmodified* distribution
+(temperature 1, no filtering), as the OpenAI API reports them and as RL needs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from datawall.errors import DatawallError
+from datawall.model.kv_cache import KVCache
+
+
+@dataclass
+class Sample:
+    """One completion: token_ids include a final eos (if one was drawn) and the token that completed a stop
+    string; text is their decoding, cut before the stop string; logprobs align with token_ids."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float] | None
+    finish_reason: str  # "stop" (eos or a stop string) | "length" (max_new_tokens or the context limit)
+    prompt_tokens: int
+    completion_tokens: int
+
+
+_U64 = np.uint64
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer on a uint64 array (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = x + _U64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
+        return x ^ (x >> _U64(31))
+
+
+def _row_keys(seed: int, prompts: list[tuple[int, ...]], n: int) -> np.ndarray:
+    """A 64-bit key per (prompt, sample) row that depends only on seed, prompt ids, prompt copy and sample."""
+    seen: dict[tuple[int, ...], int] = {}
+    keys = []
+    for ids in prompts:
+        copy = seen[ids] = seen.get(ids, -1) + 1
+        digest = hashlib.blake2b(np.asarray(ids, dtype=np.int64).tobytes(), digest_size=8).digest()
+        base = int.from_bytes(digest, "little") ^ (copy * 0x632BE59BD9B4E019)
+        keys += [(base + j * 0xD1B54A32D192ED03) % 2**64 for j in range(n)]
+    seed_key = _mix(np.array([seed % 2**64], dtype=np.uint64))
+    return _mix(np.array(keys, dtype=np.uint64) ^ seed_key)
+
+
+def _uniforms(keys: np.ndarray, step: int) -> np.ndarray:
+    """One float64 in [0, 1) per row key for this decoding step."""
+    with np.errstate(over="ignore"):
+        bits = _mix(keys ^ _mix(np.array([step], dtype=np.uint64)))
+    return (bits >> _U64(11)).astype(np.float64) * 2.0**-53
+
+
+def _pick(
+    logits: torch.Tensor, u: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None
+) -> torch.Tensor:
+    """Token per row from logits [B, V]: argmax at temperature 0, else inverse-CDF sampling at uniforms u [B]."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    scaled = logits / temperature
+    if top_k is not None and top_k < scaled.shape[-1]:
+        kth = scaled.topk(top_k, dim=-1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)
+    order = None
+    if top_p is not None and top_p < 1.0:
+        probs, order = probs.sort(dim=-1, descending=True, stable=True)
+        # keep the smallest prefix whose mass reaches top_p (the most likely token always survives)
+        probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)
+    cdf = probs.double().cumsum(-1)
+    # right=True never lands on a zero-probability token: its cdf equals its predecessor's
+    idx = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True).clamp_(max=cdf.shape[-1] - 1)
+    return idx.squeeze(-1) if order is None else order.gather(-1, idx).squeeze(-1)
+
+
+def _encode(tokenizer, prompts: list[str] | list[list[int]]) -> list[tuple[int, ...]]:
+    """Token ids of each prompt with bos in front (token lists that already start with bos are kept)."""
+    out = []
+    for p in prompts:
+        ids = list(tokenizer.encode(p)) if isinstance(p, str) else [int(i) for i in p]
+        if not ids or ids[0] != tokenizer.bos_id:
+            ids = [tokenizer.bos_id, *ids]
+        out.append(tuple(ids))
+    return out
+
+
+def _check_args(n: int, max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if n < 1:
+        raise DatawallError(f"generate: n must be >= 1, got {n}")
+    if max_new_tokens < 0:
+        raise DatawallError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+    if temperature < 0:
+        raise DatawallError(f"generate: temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise DatawallError(f"generate: top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise DatawallError(f"generate: top_p must be in (0, 1], got {top_p}")
+
+
+@torch.inference_mode()
+def generate(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: list[str] | list[list[int]],
+    n: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    stop: list[str] | None = None,
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+    return_logprobs: bool = True,
+    ignore_eos: bool = False,
+) -> list[list[Sample]]:
+    """n samples per prompt (bos prepended), each distinct prompt prefilled once; one list of Samples per prompt.
+
+    temperature 0 is greedy; top_k/top_p filter before sampling; generation stops at eos (unless ignore_eos),
+    at any stop string (text cut before it) or after max_new_tokens or at the model's context limit.
+    device: run there (the model is moved if it lives on another device type); default the model's device.
+    """
+    _check_args(n, max_new_tokens, temperature, top_k, top_p)
+    if isinstance(prompts, str):
+        raise DatawallError("generate: prompts must be a list of strings or of token-id lists, not one string")
+    if isinstance(stop, str):
+        stop = [stop]
+    if not prompts:
+        return []
+    cfg = model.config
+    param = next(model.parameters())
+    if device is not None and torch.device(device).type != param.device.type:
+        model.to(device)
+        param = next(model.parameters())
+    dev = param.device
+    seqs = _encode(tokenizer, prompts)
+    for ids in seqs:
+        if len(ids) > cfg.max_seq_len:
+            raise DatawallError(f"generate: prompt of {len(ids)} tokens exceeds the context of {cfg.max_seq_len}")
+        if max(ids) >= cfg.vocab_size or min(ids) < 0:
+            raise DatawallError(f"generate: prompt token id outside the vocabulary of {cfg.vocab_size}")
+    # rows: prompt i, sample j -> row i * n + j; a row may not run past the model's context
+    limits = [min(max_new_tokens, cfg.max_seq_len - len(ids)) for ids in seqs for _ in range(n)]
+    rows = len(limits)
+    ids_out: list[list[int]] = [[] for _ in range(rows)]
+    lps_out: list[list[float]] = [[] for _ in range(rows)]
+    reason = ["length"] * rows
+    texts: list[str | None] = [None] * rows
+    stop = [s for s in (stop or []) if s]
+    seed = int.from_bytes(os.urandom(8), "little") if seed is None else seed
+    keys = _row_keys(seed, seqs, n)
+
+    if max(limits) == 0:
+        return _collect(tokenizer, seqs, n, ids_out, lps_out, reason, texts, return_logprobs)
+
+    # prefill each distinct prompt once, left-padded, then give every row a copy of its prompt's cache
+    distinct = list(dict.fromkeys(seqs))
+    width = max(len(s) for s in distinct)
+    prefill = torch.full((len(distinct), width), tokenizer.pad_id, dtype=torch.long)
+    for r, s in enumerate(distinct):
+        prefill[r, width - len(s) :] = torch.tensor(s)
+    cache = KVCache.for_model(model, len(distinct), width + max(limits) - 1)
+    cache.set_padding([width - len(s) for s in distinct])
+    logits = model(prefill.to(dev), cache, last_only=True)[:, -1]
+    where = {s: r for r, s in enumerate(distinct)}
+    source = torch.tensor([where[s] for s in seqs for _ in range(n)], device=dev)
+    cache.keep(source)
+    logits = logits.index_select(0, source)
+
+    alive = list(range(rows))  # the original row of each batch row
+    done = [False] * rows
+    for step in range(max(limits)):
+        u = torch.from_numpy(_uniforms(keys[alive], step)).to(dev)
+        tokens = _pick(logits, u, temperature, top_k, top_p)
+        token_list = tokens.tolist()
+        if return_logprobs:
+            lp = torch.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1).tolist()
+        for b, row in enumerate(alive):
+            if done[b]:
+                continue
+            ids_out[row].append(token_list[b])
+            if return_logprobs:
+                lps_out[row].append(lp[b])
+            if token_list[b] == tokenizer.eos_id and not ignore_eos:
+                reason[row] = "stop"
+            elif stop and _hit_stop(tokenizer, ids_out[row], stop, texts, row):
+                reason[row] = "stop"
+            elif len(ids_out[row]) < limits[row]:
+                continue
+            done[b] = True
+        n_done = sum(done)
+        if n_done == len(alive):
+            break
+        if n_done * 4 >= len(alive):
+            # drop finished rows once they are a quarter of the batch (the cache copy costs about one step)
+            keep = [b for b, d in enumerate(done) if not d]
+            alive, done = [alive[b] for b in keep], [False] * len(keep)
+            keep_t = torch.tensor(keep, device=dev)
+            cache.keep(keep_t)
+            tokens = tokens.index_select(0, keep_t)
+        logits = model(tokens[:, None], cache, last_only=True)[:, -1]
+    return _collect(tokenizer, seqs, n, ids_out, lps_out, reason, texts, return_logprobs)
+
+
+def _hit_stop(tokenizer, ids: list[int], stop: list[str], texts: list[str | None], row: int) -> bool:
+    """If the decoded completion contains a stop string, store the text before its first one and say so."""
+    text = tokenizer.decode(ids)
+    hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+    if not hits:
+        return False
+    texts[row] = text[: min(hits)]
+    return True
+
+
+def _collect(
+    tokenizer,
+    seqs: list[tuple[int, ...]],
+    n: int,
+    ids_out: list[list[int]],
+    lps_out: list[list[float]],
+    reason: list[str],
+    texts: list[str | None],
+    return_logprobs: bool,
+) -> list[list[Sample]]:
+    """Group rows into per-prompt lists of Samples."""
+    out = []
+    for i, prompt in enumerate(seqs):
+        samples = []
+        for row in range(i * n, (i + 1) * n):
+            text = texts[row] if texts[row] is not None else tokenizer.decode(ids_out[row])
+            samples.append(
+                Sample(
+                    text=text,
+                    token_ids=ids_out[row],
+                    logprobs=lps_out[row] if return_logprobs else None,
+                    finish_reason=reason[row],
+                    prompt_tokens=len(prompt),
+                    completion_tokens=len(ids_out[row]),
+                )
+            )
+        out.append(samples)
+    return out

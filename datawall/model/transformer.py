@@ -1,0 +1,207 @@
+"""Llama-compatible decoder: RMSNorm, RoPE attention (GQA), SwiGLU MLP, no biases, optional tied embeddings."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datawall.model.config import ModelConfig
+from datawall.model.kv_cache import KVCache
+from datawall.model.ops import rms_norm, swiglu
+
+
+def rope_table(head_dim: int, max_len: int, theta: float) -> torch.Tensor:
+    """cos and sin of Llama's rotary angles as a float32 tensor [max_len, head_dim // 2, 2]."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, T, heads, head_dim] whose head dims are interleaved pairs; rope [T or B,T, head_dim/2, 2]."""
+    # One complex multiply is ~4x cheaper on CPU (forward and backward) than Llama's rotate_half
+    # arithmetic; q and k weights are stored with interleaved pairs and permuted to HF's layout on export.
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    rc = torch.view_as_complex(rope.float()).unsqueeze(-2)
+    return torch.view_as_real(xc * rc).flatten(-2).type_as(x)
+
+
+def decode_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Attention of one new token per row: q [B, H, 1, hd] over k, v [B, KV, S, hd] -> [B, H, 1, hd]."""
+    # two batched matmuls beat SDPA's flash kernel here (it tiles for long queries); GQA without copies
+    B, H, _, hd = q.shape
+    kv = k.shape[1]
+    qg = q.reshape(B, kv, H // kv, hd)
+    scores = torch.matmul(qg, k.transpose(-1, -2)).mul_(hd**-0.5)
+    if mask is not None:
+        scores.masked_fill_(~mask, float("-inf"))
+    return torch.matmul(scores.softmax(-1), v).view(B, H, 1, hd)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned gain (no bias)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
+class Attention(nn.Module):
+    """Causal self-attention with one fused q/k/v projection; keys/values go through an optional cache."""
+
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.wqkv = nn.Linear(cfg.dim, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, rope: torch.Tensor, cache: KVCache | None, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        h, kv = self.n_heads, self.n_kv_heads
+        # split (not slicing) so the backward pass is one cat instead of zero-filled buffers per slice
+        qk, v = self.wqkv(x).view(B, T, h + 2 * kv, self.head_dim).split([h + kv, kv], dim=2)
+        q, k = apply_rope(qk, rope).split([h, kv], dim=2)
+        # SDPA takes strided [B, heads, T, head_dim] views; no .contiguous() copies needed
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        gqa = h != kv
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        else:
+            k, v = cache.update(self.layer, k, v)
+            if T == 1:
+                y = decode_attention(q, k, v, mask)
+            else:
+                causal = mask is None
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa)
+        # SDPA's output is laid out [B, T, heads, head_dim] in memory, so this reshape is free
+        return self.wo(y.transpose(1, 2).reshape(B, T, h * self.head_dim))
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward with the gate and up projections fused into one matmul."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.w13 = nn.Linear(cfg.dim, 2 * cfg.ffn_dim, bias=False)  # rows: gate (w1) then up (w3)
+        self.w2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(swiglu(self.w13(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = Attention(cfg, layer)
+        self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(
+        self, x: torch.Tensor, rope: torch.Tensor, cache: KVCache | None, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), rope, cache, mask)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    """Llama-style decoder-only language model; forward(idx) returns float32 logits [B, T, vocab]."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.dim)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        self.register_buffer(
+            "rope", rope_table(config.head_dim, config.max_seq_len, config.rope_theta), persistent=False
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nanoGPT init: N(0, 0.02) everywhere, residual output projections scaled by 1/sqrt(2 n_layers)."""
+        std = 0.02
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(p)
+            elif name.endswith(("attn.wo.weight", "mlp.w2.weight")):
+                nn.init.normal_(p, mean=0.0, std=std / math.sqrt(2 * self.config.n_layers))
+            else:
+                nn.init.normal_(p, mean=0.0, std=std)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+        """Logits [B, T, vocab] (float32) for token ids idx [B, T]; with a cache, positions continue from it.
+
+        last_only=True computes the logits of the last position only ([B, 1, vocab]), as sampling needs.
+        """
+        T = idx.shape[1]
+        if cache is None:
+            if T > self.config.max_seq_len:
+                raise ValueError(f"sequence length {T} exceeds max_seq_len {self.config.max_seq_len}")
+            rope, mask = self.rope[:T], None
+        else:
+            if cache.length + T > cache.max_len:
+                raise ValueError(f"KV cache of {cache.max_len} positions cannot take {T} more after {cache.length}")
+            if cache.pad is None:
+                if cache.length + T > self.config.max_seq_len:
+                    raise ValueError(f"position {cache.length + T} exceeds max_seq_len {self.config.max_seq_len}")
+                rope = self.rope[cache.length : cache.length + T]
+            else:
+                # a padded row that ran past its context (a finished sample not yet dropped) reuses the last
+                # position; its outputs are never read
+                rope = self.rope[cache.positions(T).clamp_(max=self.config.max_seq_len - 1)]
+            mask = cache.attn_mask(T)
+        x = self.tok_emb(idx)
+        for block in self.blocks:
+            x = block(x, rope, cache, mask)
+        if cache is not None:
+            cache.advance(T)
+        if last_only:
+            x = x[:, -1:]
+        return self.lm_head(self.norm(x)).float()
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; non_embedding excludes the token embedding and an untied lm_head (Kaplan et al.)."""
+        total = sum(p.numel() for p in self.parameters())  # parameters() yields a tied weight once
+        if non_embedding:
+            total -= self.tok_emb.weight.numel()
+            if not self.config.tie_embeddings:
+                total -= self.lm_head.weight.numel()
+        return total
+
+    def configure_optimizer(
+        self, weight_decay: float, lr: float, betas: tuple[float, float] = (0.9, 0.95)
+    ) -> torch.optim.AdamW:
+        """AdamW with weight decay on matmul weights only (not on norm gains or the embedding)."""
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            (decay if p.dim() >= 2 and name != "tok_emb.weight" else no_decay).append(p)
+        groups = [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        fused = next(self.parameters()).is_cuda
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """An empty KV cache for batch_size rows and up to max_len (default max_seq_len) positions."""
+        return KVCache.for_model(self, batch_size, max_len or self.config.max_seq_len)

@@ -1,0 +1,135 @@
+"""datawall.model: presets, the decoder's forward/cache contract, parameter counts and FLOPs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from datawall.errors import DatawallError
+from datawall.model import (
+    PRESETS,
+    KVCache,
+    Transformer,
+    infer_flops_per_token,
+    model_config,
+    sample_flops,
+    train_flops_per_token,
+)
+from datawall.model.flops import matmul_params
+
+
+def tiny(**overrides) -> Transformer:
+    torch.manual_seed(0)
+    shape = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64)
+    model = Transformer(model_config(shape | overrides, vocab_size=19, max_seq_len=24))
+    with torch.no_grad():  # non-trivial norm gains, so a layout bug cannot hide behind ones
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.add_(0.2 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("name,target", [("100k", 1e5), ("1m", 1e6), ("5m", 5e6), ("25m", 25e6)])
+def test_presets_are_named_by_non_embedding_params(name, target):
+    for vocab in (64, 4096):
+        cfg = model_config(name, vocab_size=vocab, max_seq_len=128)
+        model = Transformer(cfg) if name != "25m" else None
+        n = matmul_params(cfg) - vocab * cfg.dim + cfg.n_layers * 2 * cfg.dim + cfg.dim
+        if model is not None:
+            assert model.num_params(non_embedding=True) == n
+            assert model.num_params(non_embedding=False) == n + vocab * cfg.dim  # tied: embedding once
+        assert 0.9 * target <= n <= 1.1 * target
+        assert cfg.ffn_dim % 32 == 0 and cfg.head_dim in (32, 64)
+
+
+def test_model_config_errors_and_overrides():
+    with pytest.raises(DatawallError, match="100k, 1m, 5m, 25m"):
+        model_config("7b", vocab_size=10, max_seq_len=8)
+    with pytest.raises(DatawallError, match="n_kv_heads"):
+        model_config("1m", vocab_size=10, max_seq_len=8, n_kv_heads=3)
+    with pytest.raises(DatawallError, match="unknown field"):
+        model_config("1m", vocab_size=10, max_seq_len=8, width=3)
+    cfg = model_config("1m", vocab_size=10, max_seq_len=8, n_layers=2, tie_embeddings=False)
+    assert (cfg.n_layers, cfg.dim, cfg.tie_embeddings) == (2, PRESETS["1m"]["dim"], False)
+    assert model_config({"dim": 64, "n_layers": 1, "n_heads": 2}, 10, 8).ffn_dim == 192  # 8/3 d, up to 32
+
+
+def test_untied_counts_exclude_lm_head():
+    tied, untied = tiny(), tiny(tie_embeddings=False)
+    assert tied.num_params(non_embedding=True) == untied.num_params(non_embedding=True)
+    assert untied.num_params(non_embedding=False) == tied.num_params(non_embedding=False) + 19 * 32
+    assert tied.lm_head.weight is tied.tok_emb.weight
+
+
+def test_forward_shape_dtype_and_causality():
+    model = tiny()
+    x = torch.randint(0, 19, (3, 24))
+    logits = model(x)
+    assert logits.shape == (3, 24, 19) and logits.dtype == torch.float32
+    y = x.clone()
+    y[:, 10:] = (y[:, 10:] + 1) % 19
+    assert torch.allclose(model(y)[:, :10], logits[:, :10], atol=1e-6)
+    assert not torch.allclose(model(y)[:, 10:], logits[:, 10:])
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_cached_incremental_logits_match_full_sequence(kv_heads):
+    model = tiny(n_kv_heads=kv_heads)
+    x = torch.randint(0, 19, (2, 20))
+    with torch.no_grad():
+        full = model(x)
+        cache = KVCache.for_model(model, 2, 24)
+        parts = [model(x[:, :7], cache), model(x[:, 7:9], cache)]
+        parts += [model(x[:, t : t + 1], cache) for t in range(9, 20)]
+    assert cache.length == 20
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        last = model(x[:, :5], model.new_cache(2, 8), last_only=True)
+    torch.testing.assert_close(last[:, 0], full[:, 4], atol=1e-5, rtol=0)
+
+
+def test_left_padded_rows_match_unpadded_rows():
+    model = tiny()
+    a, b = torch.randint(0, 19, (1, 9)), torch.randint(0, 19, (1, 5))
+    with torch.no_grad():
+        batch = torch.cat([a, torch.cat([torch.zeros(1, 4, dtype=torch.long), b], 1)])
+        cache = model.new_cache(2, 12)
+        cache.set_padding([0, 4])
+        first = model(batch, cache)
+        nxt = torch.tensor([[3], [7]])
+        second = model(nxt, cache)
+        ref_a = model(torch.cat([a, nxt[:1]], 1))
+        ref_b = model(torch.cat([b, nxt[1:]], 1))
+    torch.testing.assert_close(first[0], ref_a[0, :9], atol=1e-5, rtol=0)
+    torch.testing.assert_close(first[1, 4:], ref_b[0, :5], atol=1e-5, rtol=0)
+    torch.testing.assert_close(second[0, 0], ref_a[0, 9], atol=1e-5, rtol=0)
+    torch.testing.assert_close(second[1, 0], ref_b[0, 5], atol=1e-5, rtol=0)
+
+
+def test_init_and_optimizer_groups():
+    model = Transformer(model_config("1m", vocab_size=64, max_seq_len=16))
+    assert abs(model.tok_emb.weight.std().item() - 0.02) < 0.002
+    assert model.blocks[0].attn.wo.weight.std().item() < 0.02 / 2.5  # scaled by 1/sqrt(2 * 5)
+    opt = model.configure_optimizer(weight_decay=0.1, lr=1e-3)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and all(p.dim() == 2 for p in decay["params"])
+    assert any(p is model.tok_emb.weight for p in no_decay["params"])
+    n = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert n == model.num_params(non_embedding=False)
+
+
+def test_flops_convention():
+    cfg = model_config("5m", vocab_size=4096, max_seq_len=256)
+    n = matmul_params(cfg)
+    assert n == Transformer(cfg).num_params(non_embedding=True) - 13 * 256 + 4096 * 256  # minus norms, plus head
+    d_attn = cfg.n_heads * cfg.head_dim
+    assert train_flops_per_token(cfg, 256) == 6 * n + 6 * 6 * 256 * d_attn
+    assert infer_flops_per_token(cfg, 100) == 2 * n + 4 * 6 * 100 * d_attn
+    # mean forward cost over a causal training sequence is one third of the training cost, up to rounding
+    mean_fwd = sum(infer_flops_per_token(cfg, c) for c in range(1, 257)) / 256
+    assert abs(3 * mean_fwd / train_flops_per_token(cfg, 256) - 1) < 0.01
+    by_hand = sum(infer_flops_per_token(cfg, c) for c in range(1, 11))
+    by_hand += 4 * sum(infer_flops_per_token(cfg, c) for c in range(11, 11 + 7))
+    assert sample_flops(cfg, prompt_len=10, new_tokens=8, n=4) == pytest.approx(by_hand)
