@@ -1,0 +1,181 @@
+"""The task protocol: problems, worked solutions, answer extraction and verification."""
+
+from __future__ import annotations
+
+import random
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from datawall.errors import DatawallError
+from datawall.tasks.splits import TEST_FRACTION, check_split, split_of, stable_seed
+
+ANSWER_PREFIX = "#### "
+MAX_TRIES = 2000  # rejection-sampling budget for one problem of one split
+
+# Bounded digits and exponent: a model's "1e999999999" must not allocate a giant integer.
+_NUMBER = re.compile(r"[+-]?(?:\d{1,40}(?:\.\d{0,40})?|\.\d{1,40})(?:[eE][+-]?\d{1,2})?")
+_FRACTION = re.compile(r"[+-]?\d{1,40}/\d{1,40}")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?:\D|$))")
+
+
+class TaskIndexError(DatawallError, IndexError):
+    """A problem index outside the split (negative, or past the end of a finite split)."""
+
+
+class TaskSettings(BaseModel):
+    """Base for task settings: unknown keys are errors, values are immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def as_text(self) -> str:
+        """The settings as 'k=v,k=v' (the form --task-args accepts)."""
+        return ",".join(f"{k}={v}" for k, v in self.model_dump().items() if v is not None)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: what the model is given, the canonical answer, and task-specific details."""
+
+    prompt: str
+    answer: str
+    meta: dict[str, Any] = field(default_factory=dict, hash=False)
+    key: str = ""  # canonical identity; decides the split
+    split: str = ""
+    index: int = -1
+
+
+def extract_final_answer(text: str) -> str | None:
+    """The text of the last '#### ' line (surrounding whitespace removed), or None."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("####"):
+            return line[4:].strip() or None
+    return None
+
+
+def parse_number(text: str) -> Fraction | None:
+    """Read '1,234', '-3.5', '2e3', '3/4' (optionally with a trailing '.') exactly, or None."""
+    s = _THOUSANDS.sub("", text.strip()).removesuffix(".").strip()
+    if _NUMBER.fullmatch(s) or _FRACTION.fullmatch(s):
+        try:
+            return Fraction(s)
+        except (ValueError, ZeroDivisionError):
+            return None
+    return None
+
+
+def answers_match(got: str, want: str, tolerance: float = 0.0) -> bool:
+    """Numeric comparison when both sides are numbers (relative tolerance), else whitespace-normalized equality."""
+    a, b = parse_number(got), parse_number(want)
+    if a is not None and b is not None:
+        return abs(a - b) <= Fraction(tolerance) * max(1, abs(b))
+    return " ".join(got.split()) == " ".join(want.split())
+
+
+def settings_error(task: str, err: ValidationError) -> DatawallError:
+    """One clear line naming the first bad setting."""
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"]) or "settings"
+    if e["type"] == "extra_forbidden":
+        return DatawallError(f"{task}: unknown setting {key!r}")
+    msg = e["msg"].removeprefix("Value error, ")
+    if not e["loc"]:
+        return DatawallError(f"{task}: {msg}")
+    value = e["input"]
+    shown = value if isinstance(value, str) and value.strip() == value and value else repr(value)
+    return DatawallError(f"{task}: bad setting {key}={shown}: {msg}")
+
+
+class Task(ABC):
+    """A family of verifiable problems generated or read deterministically per (settings, split, index)."""
+
+    name: str
+    summary: ClassVar[str] = ""
+    Settings: ClassVar[type[TaskSettings]] = TaskSettings
+
+    def __init__(self, settings: TaskSettings):
+        self.settings = settings
+
+    @classmethod
+    def create(cls, **settings: Any) -> Task:
+        """Validate `settings` (strings are coerced, e.g. digits='3') and build the task."""
+        try:
+            validated = cls.Settings(**settings)
+        except ValidationError as e:
+            raise settings_error(cls.name, e) from None
+        return cls(validated)
+
+    @abstractmethod
+    def problem(self, split: str, index: int) -> Problem:
+        """Problem number `index` of `split`; the same arguments always give the same problem."""
+
+    def problems(self, split: str, n: int, start: int = 0) -> list[Problem]:
+        """Problems start..start+n-1 of `split`."""
+        return [self.problem(split, i) for i in range(start, start + n)]
+
+    @abstractmethod
+    def solution(self, problem: Problem) -> str:
+        """The worked reference solution (follows the prompt), ending with the line '#### <answer>'."""
+
+    def extract_answer(self, text: str) -> str | None:
+        """The answer a completion gives on its last '#### ' line, or None."""
+        return extract_final_answer(text)
+
+    def verify(self, problem: Problem, completion: str) -> float:
+        """Reward in [0, 1]: 1.0 when the extracted answer matches the problem's answer."""
+        got = self.extract_answer(completion)
+        return 1.0 if got is not None and answers_match(got, problem.answer) else 0.0
+
+    def size(self, split: str) -> int | None:
+        """Number of problems in `split`, or None when the generator is unbounded."""
+        check_split(split)
+        return None
+
+    @property
+    @abstractmethod
+    def alphabet(self) -> str:
+        """Every character a prompt or solution can contain, sorted."""
+
+    def describe(self) -> str:
+        """One line: name, settings and what the problems are."""
+        return f"{self.name} [{self.settings.as_text()}]: {self.summary}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self.settings.as_text()}>"
+
+    @staticmethod
+    def _check_index(index: int) -> int:
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TaskIndexError(f"problem index must be an int, got {index!r}")
+        if index < 0:
+            raise TaskIndexError(f"problem index must be >= 0, got {index}")
+        return index
+
+
+class GeneratedTask(Task):
+    """A task whose problems are sampled from a seeded generator; splits come from a hash of the key."""
+
+    test_fraction: ClassVar[float] = TEST_FRACTION
+
+    @abstractmethod
+    def _generate(self, rng: random.Random) -> Problem:
+        """Sample one problem (prompt, answer, meta, key) from `rng`, ignoring splits."""
+
+    def problem(self, split: str, index: int) -> Problem:
+        check_split(split)
+        self._check_index(index)
+        # One seed per (task, settings, split, index): any index is reachable without generating the others.
+        rng = random.Random(stable_seed(self.name, self.settings.model_dump_json(), split, index))
+        for _ in range(MAX_TRIES):
+            p = self._generate(rng)
+            if split_of(self.name, p.key, self.test_fraction) == split:
+                return replace(p, split=split, index=index)
+        raise DatawallError(
+            f"{self.name} [{self.settings.as_text()}]: no {split} problem found in {MAX_TRIES} tries; "
+            "these settings allow too few distinct problems"
+        )

@@ -1,0 +1,171 @@
+"""Your own problems from a JSON Lines file: `jsonl:PATH`.
+
+One JSON object per line with "question" (string) and "answer" (string or number), optionally "solution"
+(string, the worked solution) and "split" ("train" or "test"); other keys are ignored. Blank lines are
+skipped; any other line that is not such an object is an error naming file:line.
+
+GSM8K rows work as they are: when "answer" holds a worked solution ending in a '#### 72' line, that text
+is the solution and 72 the answer. Without a solution, the reference solution is the line '#### <answer>'.
+
+Prompt: ``Question: <question>\\nAnswer:\\n``; the solution follows on the next line and ends with
+``#### <answer>``. A completion's last '#### ' line is compared with the answer: numerically when both are
+numbers (commas in '1,234' are ignored; relative `tolerance`), else as whitespace-normalized text.
+
+Split: the row's "split" if present, else a stable hash of the question (share `test_fraction` is held
+out). A question that appears in both splits is an error, so train and test never share a problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from datawall.errors import DatawallError
+from datawall.tasks.base import (
+    ANSWER_PREFIX,
+    Problem,
+    Task,
+    TaskIndexError,
+    TaskSettings,
+    answers_match,
+    extract_final_answer,
+    parse_number,
+)
+from datawall.tasks.splits import SPLITS, check_split, split_of
+
+PROMPT = "Question: {question}\nAnswer:\n"
+
+
+class JsonlSettings(TaskSettings):
+    """Settings of a `jsonl:PATH` task."""
+
+    path: str = Field(description="the JSON Lines file")
+    test_fraction: float = Field(0.2, ge=0.0, le=1.0, description="held-out share for rows without 'split'")
+    tolerance: float = Field(1e-6, ge=0.0, description="relative tolerance of numeric answers")
+
+
+def _canonical_answer(text: str) -> str:
+    """'1,234' -> '1234' for numbers; other answers are kept as written (trimmed)."""
+    text = text.strip()
+    number = parse_number(text)
+    if number is None or "," not in text:
+        return text
+    return str(number.numerator) if number.denominator == 1 else text.replace(",", "")
+
+
+def _row(obj: Any, where: str) -> dict[str, str]:
+    """Validate one parsed line; returns question, answer, solution and split (may be '')."""
+    if not isinstance(obj, dict):
+        raise DatawallError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for key in ("question", "answer"):
+        if key not in obj:
+            raise DatawallError(f"{where}: missing key {key!r}")
+    question, answer = obj["question"], obj["answer"]
+    if not isinstance(question, str) or not question.strip():
+        raise DatawallError(f"{where}: 'question' must be a non-empty string")
+    if isinstance(answer, bool) or not isinstance(answer, str | int | float):
+        raise DatawallError(f"{where}: 'answer' must be a string or a number, got {type(answer).__name__}")
+    answer = str(answer).strip()
+    if not answer:
+        raise DatawallError(f"{where}: 'answer' is empty")
+    solution = obj.get("solution")
+    if solution is not None and not isinstance(solution, str):
+        raise DatawallError(f"{where}: 'solution' must be a string, got {type(solution).__name__}")
+    split = obj.get("split", "")
+    if split != "" and split not in SPLITS:
+        raise DatawallError(f"{where}: 'split' must be one of {', '.join(SPLITS)}, got {split!r}")
+    final = extract_final_answer(answer)
+    if final is not None:  # GSM8K: 'answer' holds the worked solution; its last line is the answer
+        solution, answer = answer if solution is None else solution, final
+    if solution is None or not solution.strip():
+        solution = ANSWER_PREFIX + answer
+    else:
+        solution = solution.strip()
+        final = extract_final_answer(solution)
+        if final is None:
+            solution += "\n" + ANSWER_PREFIX + answer
+        elif not answers_match(final, answer):
+            raise DatawallError(f"{where}: the solution's final line gives {final!r} but 'answer' is {answer!r}")
+    return {"question": question.strip(), "answer": _canonical_answer(answer), "solution": solution, "split": split}
+
+
+class JsonlTask(Task):
+    """Problems from a JSON Lines file of {"question", "answer"} rows (GSM8K format works as is)."""
+
+    name = "jsonl"
+    summary = "your problems from a JSON Lines file: jsonl:PATH with {question, answer[, solution, split]} rows"
+    Settings = JsonlSettings
+
+    def __init__(self, settings: JsonlSettings):
+        super().__init__(settings)
+        self.name = f"jsonl:{settings.path}"
+        self.path = Path(settings.path).expanduser()
+        self._rows: dict[str, list[Problem]] = {s: [] for s in SPLITS}
+        self._load()
+
+    def _load(self) -> None:
+        s: JsonlSettings = self.settings  # type: ignore[assignment]
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            raise DatawallError(f"{s.path}: no such file") from None
+        except OSError as e:
+            raise DatawallError(f"{s.path}: cannot read ({e.strerror or e})") from None
+        self.digest = hashlib.sha256(data).hexdigest()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DatawallError(f"{s.path}: not UTF-8 text (byte {e.start})") from None
+        seen: dict[str, tuple[str, int]] = {}  # question -> (split, line) of its first row
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            where = f"{s.path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DatawallError(f"{where}: invalid JSON ({e.msg}, column {e.colno})") from None
+            row = _row(obj, where)
+            split = row["split"] or split_of("jsonl", row["question"], s.test_fraction)
+            if row["question"] in seen and seen[row["question"]][0] != split:
+                other, other_line = seen[row["question"]]
+                raise DatawallError(f"{where}: this question is also in the {other} split (line {other_line})")
+            seen.setdefault(row["question"], (split, lineno))
+            meta = {"question": row["question"], "solution": row["solution"], "line": lineno}
+            self._rows[split].append(Problem(prompt=PROMPT.format(question=row["question"]), answer=row["answer"],
+                                             meta=meta, key=row["question"], split=split,
+                                             index=len(self._rows[split])))
+        if not seen:
+            raise DatawallError(f"{s.path}: no problems (the file is empty)")
+
+    def problem(self, split: str, index: int) -> Problem:
+        rows = self._rows[check_split(split)]
+        self._check_index(index)
+        if index >= len(rows):
+            raise TaskIndexError(f"{self.name}: index {index} is past the end of the {split} split "
+                                 f"({len(rows)} problems)")
+        return rows[index]
+
+    def solution(self, problem: Problem) -> str:
+        return problem.meta["solution"]
+
+    def verify(self, problem: Problem, completion: str) -> float:
+        got = self.extract_answer(completion)
+        ok = got is not None and answers_match(got, problem.answer, self.settings.tolerance)  # type: ignore[attr-defined]
+        return 1.0 if ok else 0.0
+
+    def size(self, split: str) -> int | None:
+        return len(self._rows[check_split(split)])
+
+    @property
+    def alphabet(self) -> str:
+        chars = {c for rows in self._rows.values() for p in rows for c in p.prompt + p.meta["solution"]}
+        return "".join(sorted(chars))
+
+    def describe(self) -> str:
+        n = {s: len(r) for s, r in self._rows.items()}
+        return f"{self.name}: {n['train']} train + {n['test']} test problems (sha256 {self.digest[:12]})"
