@@ -1,13 +1,16 @@
 """The datawall command line: one command, one subcommand group per lever."""
 
-from __future__ import annotations
+import os
 
-import sys
+# numpy's OpenBLAS threads stall beside torch's on a 2-core machine; set before numpy loads
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import typer
+import sys  # noqa: E402
 
-from datawall.commands import laws, models, tasks
-from datawall.errors import DatawallError
+import typer  # noqa: E402
+
+from datawall.commands import laws, models, tasks  # noqa: E402
+from datawall.errors import DatawallError  # noqa: E402
 
 app = typer.Typer(
     name="datawall",

@@ -1,7 +1,177 @@
-"""`datawall pretrain`, `eval` and `sample` (placeholder)."""
+"""`datawall pretrain`, `datawall eval` and `datawall sample`: train a model, score it, read its samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from pydantic import ValidationError
+
+from datawall.counts import parse_count
+from datawall.errors import DatawallError
+from datawall.progress import stderr
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (logs go to stderr).")]
+TaskArgs = Annotated[str, typer.Option(help="Task settings as k=v,k=v, e.g. 'digits=5,ops=add'.")]
+
+
+def _print_json(obj: dict) -> None:
+    print(json.dumps(obj))
+
+
+def _pydantic_error(e: ValidationError) -> DatawallError:
+    """One line naming the first invalid field."""
+    err = e.errors()[0]
+    where = ".".join(str(x) for x in err["loc"]) or "config"
+    return DatawallError(f"{where}: {err['msg']}")
+
+
+def pretrain(
+    out: Annotated[Path, typer.Option(help="Run directory (resumed if it holds an unfinished run).")],
+    task: Annotated[str | None, typer.Option(help="Task world: arith, trace, countdown or jsonl:PATH.")] = None,
+    task_args: TaskArgs = "",
+    corpus: Annotated[str | None, typer.Option(help="Text corpus: 'stdlib' or a file/dir/.jsonl.")] = None,
+    size: Annotated[str, typer.Option(help="Model preset: 100k, 1m, 5m, 25m.")] = "1m",
+    tokens: Annotated[str, typer.Option(help="Training tokens D, e.g. 2M.")] = "2M",
+    unique_tokens: Annotated[str | None, typer.Option(help="Cap U on unique training tokens (repeats data).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Sequences per optimizer step "
+                                                   "(default 128 task examples or 32 corpus rows).")] = None,
+    seq_len: Annotated[int, typer.Option(help="Tokens per training sequence.")] = 256,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 3e-3,
+    schedule: Annotated[str, typer.Option(help="cosine, wsd or constant.")] = "cosine",
+    warmup: Annotated[float, typer.Option(help="Fraction of steps spent warming up.")] = 0.05,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per step.")] = 1,
+    eval_problems: Annotated[int, typer.Option(help="Held-out problems for greedy accuracy (tasks).")] = 200,
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size for corpora.")] = 4096,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seed for init and data order.")] = 0,
+    init: Annotated[Path | None, typer.Option(help="Start from this checkpoint (weights, tokenizer, shape): "
+                                              "supervised fine-tuning; --size is then ignored.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Pretrain a model on a task world or a corpus under a token budget D with at most U unique tokens."""
+    from datawall.tasks.registry import parse_task_args
+    from datawall.train.config import OptimConfig, TrainConfig
+    from datawall.train.run import DataSpec, RunSpec, execute
+
+    batch_size = batch_size or (128 if task else 32)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DatawallError("--device cuda: no CUDA device is available here (use --device cpu)")
+    try:
+        spec = RunSpec(
+            data=DataSpec(task=task, task_args=parse_task_args(task_args), corpus=corpus,
+                          unique_tokens=parse_count(unique_tokens, "--unique-tokens") if unique_tokens else None,
+                          vocab_size=vocab_size),
+            size=size,
+            init=str(_checkpoint_dir(init).resolve()) if init else None,
+            train=TrainConfig(tokens=parse_count(tokens, "--tokens"), batch_size=batch_size, seq_len=seq_len,
+                              grad_accum=grad_accum, seed=seed, device=device,
+                              optim=OptimConfig(lr=lr, schedule=schedule, warmup_frac=warmup)),
+            eval_problems=eval_problems if task else 0,
+        )
+    except ValidationError as e:
+        raise _pydantic_error(e) from None
+    if batch_size % grad_accum:
+        raise DatawallError(f"--batch-size {batch_size} is not divisible by --grad-accum {grad_accum}")
+    result = execute(spec, out, quiet=False)
+    if as_json:
+        _print_json(result)
+        return
+    stderr.print(f"run {result['run_dir']}: {result['params']:,} params "
+                 f"({result['params_non_embedding']:,} non-embedding), {result['tokens']:,} tokens "
+                 f"({result['epochs']:.2f} epochs of {result['unique_tokens']:,} unique), "
+                 f"{result['flops']:.3g} FLOPs, {result['wall_seconds']:.0f} s")
+    line = f"eval loss {result['eval_loss']:.4f}"
+    if "accuracy" in result:
+        line += (f"  held-out accuracy {result['accuracy']:.1%} "
+                 f"[{result['ci_low']:.1%}, {result['ci_high']:.1%}] on {result['eval_problems']} problems")
+    print(line)
+
+
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Checkpoint directory (or a run directory).")],
+    task: Annotated[str | None, typer.Option(help="Task world; default: the one the model was trained on.")] = None,
+    task_args: TaskArgs = "",
+    problems: Annotated[int, typer.Option(help="Held-out problems to score.")] = 200,
+    split: Annotated[str, typer.Option(help="Split to score: test (held-out) or train.")] = "test",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    as_json: JsonFlag = False,
+) -> None:
+    """Greedy, verifier-scored accuracy of a checkpoint on a task, with a 95% Wilson interval."""
+    from datawall.model import load_checkpoint
+    from datawall.tasks import get_task
+    from datawall.tasks.registry import parse_task_args
+    from datawall.train.evaluate import task_accuracy
+
+    ckpt = load_checkpoint(_checkpoint_dir(model))
+    name = task or ckpt.meta.get("task")
+    if not name:
+        raise DatawallError(f"{model}: no --task given and the checkpoint names none")
+    settings = parse_task_args(task_args) if task_args or task else dict(ckpt.meta.get("task_args") or {})
+    world = get_task(name, **settings)
+    if problems <= 0:
+        raise DatawallError("--problems must be positive")
+    result = task_accuracy(ckpt.model.to(device), ckpt.tokenizer, world, problems=problems, split=split,
+                           device=device, quiet=as_json)
+    result |= {"task": name, "task_args": settings, "split": split, "model": str(model)}
+    if as_json:
+        _print_json(result)
+    else:
+        print(f"{name} {split}: accuracy {result['accuracy']:.1%} [{result['ci_low']:.1%}, "
+              f"{result['ci_high']:.1%}] on {result['problems']} problems")
+
+
+def sample(
+    model: Annotated[Path, typer.Option(help="Checkpoint directory (or a run directory).")],
+    prompt: Annotated[str, typer.Option(help="Prompt text.")],
+    n: Annotated[int, typer.Option(help="Samples of the prompt (one shared prefill).")] = 1,
+    temperature: Annotated[float, typer.Option(help="0 for greedy.")] = 1.0,
+    top_k: Annotated[int | None, typer.Option(help="Keep the k most likely tokens.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Max new tokens per sample.")] = 128,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible samples.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    as_json: JsonFlag = False,
+) -> None:
+    """Sample completions of a prompt from a checkpoint."""
+    from datawall.model import load_checkpoint
+    from datawall.model.sampler import generate
+
+    if n <= 0 or max_tokens <= 0 or temperature < 0:
+        raise DatawallError("--n and --max-tokens must be positive and --temperature >= 0")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise DatawallError("--top-p must be in (0, 1]")
+    ckpt = load_checkpoint(_checkpoint_dir(model))
+    outs = generate(ckpt.model.to(device), ckpt.tokenizer, [prompt], n=n, max_new_tokens=max_tokens,
+                    temperature=temperature, top_k=top_k, top_p=top_p, stop=stop, seed=seed, device=device)[0]
+    if as_json:
+        _print_json({"prompt": prompt, "samples": [
+            {"text": s.text, "finish_reason": s.finish_reason, "completion_tokens": s.completion_tokens,
+             "logprob": float(sum(s.logprobs)) if s.logprobs is not None else None} for s in outs]})
+        return
+    for i, s in enumerate(outs):
+        stderr.print(f"[dim]--- sample {i} ({s.finish_reason}, {s.completion_tokens} tokens)[/dim]")
+        print(prompt + s.text)
+
+
+def _checkpoint_dir(path: Path) -> Path:
+    """Accept a checkpoint directory or a run directory holding checkpoint/."""
+    if not path.exists():
+        raise DatawallError(f"{path}: no such directory")
+    if not (path / "config.json").exists() or (path / "checkpoint" / "config.json").exists():
+        if (path / "checkpoint").is_dir():
+            return path / "checkpoint"
+    return path
 
 
 def register(app: typer.Typer) -> None:
     """Add the model commands to the root app."""
+    app.command("pretrain")(pretrain)
+    app.command("eval")(evaluate)
+    app.command("sample")(sample)

@@ -3,6 +3,7 @@
 from datawall.data.budget import IGNORE, Doc, PackedStream, corpus_docs, heldout_rows
 from datawall.data.cache import CorpusTokens, cache_dir, corpus_tokenizer, corpus_tokens
 from datawall.data.corpus import STDLIB, Corpus, CorpusStats, corpus_stats, load_corpus, stdlib_files
+from datawall.data.examples import ExampleStream, example_rows
 from datawall.data.task_docs import task_docs
 from datawall.data.tokenizer import Tokenizer
 
@@ -13,6 +14,7 @@ __all__ = [
     "CorpusStats",
     "CorpusTokens",
     "Doc",
+    "ExampleStream",
     "PackedStream",
     "Tokenizer",
     "cache_dir",
@@ -20,6 +22,7 @@ __all__ = [
     "corpus_stats",
     "corpus_tokenizer",
     "corpus_tokens",
+    "example_rows",
     "heldout_rows",
     "load_corpus",
     "stdlib_files",

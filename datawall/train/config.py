@@ -1,0 +1,53 @@
+"""Typed configuration of one training run (pretraining or supervised fine-tuning)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class OptimConfig(BaseModel):
+    """AdamW and its learning-rate schedule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(3e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final lr as a fraction of the peak")
+    warmup_frac: float = Field(0.05, ge=0, lt=1, description="fraction of steps spent warming up linearly")
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    decay_frac: float = Field(0.2, gt=0, le=1, description="WSD only: fraction of steps in the final decay")
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 disables clipping")
+
+
+class TrainConfig(BaseModel):
+    """Everything the loop needs besides the model and the data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: int = Field(gt=0, description="training tokens D (input positions, masked ones included)")
+    batch_size: int = Field(32, gt=0, description="sequences per optimizer step")
+    grad_accum: int = Field(1, gt=0, description="micro-batches per step; batch_size must divide by it")
+    seq_len: int = Field(256, gt=1)
+    optim: OptimConfig = OptimConfig()
+    eval_every: int = Field(0, ge=0, description="steps between held-out evaluations; 0 = about 10 per run")
+    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0 = about 5 per run")
+    seed: int = 0
+    device: str = "cpu"
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Input positions consumed by one optimizer step."""
+        return self.batch_size * self.seq_len
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps to see at least `tokens` tokens."""
+        return max(1, -(-self.tokens // self.tokens_per_step))
+
+    def every(self, value: int, per_run: int) -> int:
+        """An interval in steps: `value`, or `per_run` evenly spaced events when value is 0."""
+        return value if value > 0 else max(1, self.steps // per_run)

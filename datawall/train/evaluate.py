@@ -1,0 +1,53 @@
+"""Evaluation: held-out loss and perplexity, and verifier-scored greedy accuracy with a Wilson interval."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from datawall.model.sampler import generate
+from datawall.progress import progress_bar
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion (sane at 0% and 100%, unlike the normal one)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def solution_budget(task, tokenizer, problems: list, slack: float = 1.5) -> int:
+    """Max new tokens for greedy decoding: the longest reference solution among problems, with slack."""
+    longest = max(len(tokenizer.encode(task.solution(p))) for p in problems)
+    return int(longest * slack) + 8
+
+
+@torch.no_grad()
+def task_accuracy(model, tokenizer, task, problems: int = 200, split: str = "test", start: int = 0,
+                  batch_size: int = 100, device: str | None = None, quiet: bool = True) -> dict:
+    """Greedy accuracy on `problems` held-out problems, scored by the task's verifier."""
+    items = [task.problem(split, start + i) for i in range(problems)]
+    max_new = solution_budget(task, tokenizer, items)
+    rewards: list[float] = []
+    with progress_bar(rate_unit="prob/s", disable=quiet) as bar:
+        job = bar.add_task("eval", total=len(items), rate="-", info="")
+        for i in range(0, len(items), batch_size):
+            chunk = items[i:i + batch_size]
+            outs = generate(model, tokenizer, [p.prompt for p in chunk], n=1, max_new_tokens=max_new,
+                            temperature=0.0, device=device)
+            rewards += [task.verify(p, out[0].text) for p, out in zip(chunk, outs, strict=True)]
+            bar.update(job, completed=len(rewards), info=f"acc {sum(rewards) / len(rewards):.3f}")
+    correct = sum(rewards)
+    low, high = wilson_interval(correct, len(rewards))
+    return {"accuracy": correct / max(1, len(rewards)), "ci_low": low, "ci_high": high,
+            "problems": len(rewards), "correct": correct}
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), guarded against overflow."""
+    return math.exp(min(loss, 50.0))

@@ -1,0 +1,158 @@
+"""One pretraining run from a typed spec to a finished run directory.
+
+Run directory: config.json (fully resolved), metrics.jsonl, checkpoint/, result.json, DONE (written last).
+A run with DONE is never recomputed; a run without it resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+import datawall
+from datawall.atomic import atomic_write_json, atomic_write_text
+from datawall.data import (
+    ExampleStream,
+    PackedStream,
+    Tokenizer,
+    corpus_docs,
+    corpus_tokenizer,
+    corpus_tokens,
+    example_rows,
+    heldout_rows,
+    load_corpus,
+    task_docs,
+)
+from datawall.errors import DatawallError
+from datawall.model import Transformer, load_checkpoint, model_config
+from datawall.tasks import get_task
+from datawall.train.config import TrainConfig
+from datawall.train.evaluate import perplexity, task_accuracy
+from datawall.train.loop import train
+
+
+class DataSpec(BaseModel):
+    """Where training tokens come from and how many unique ones there are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str | None = None
+    task_args: dict[str, str] = {}
+    corpus: str | None = None
+    unique_tokens: int | None = Field(None, gt=0, description="cap U on unique training tokens")
+    vocab_size: int = Field(4096, gt=256, description="BPE vocabulary for corpora")
+    heldout_tokens: int | None = Field(None, gt=0, description="corpus tokens held out for eval loss "
+                                       "(default: 10% of the corpus, at most 65,536)")
+    heldout_problems: int = Field(256, gt=0, description="task problems whose solutions give eval loss")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if (self.task is None) == (self.corpus is None):
+            raise ValueError("give exactly one of task or corpus")
+        return self
+
+
+class RunSpec(BaseModel):
+    """A fully resolved pretraining run; its JSON is the run's identity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = "pretrain"
+    data: DataSpec
+    init: str | None = Field(None, description="checkpoint to start from (fine-tuning): its weights and tokenizer")
+    size: str = "1m"
+    model_overrides: dict[str, int | float | bool] = {}
+    train: TrainConfig
+    eval_problems: int = Field(200, ge=0, description="held-out problems for greedy accuracy (tasks)")
+
+
+def _build_data(spec: RunSpec, tok: Tokenizer | None):
+    """Tokenizer, training stream, held-out rows and the task (or None); `tok` is the init checkpoint's."""
+    d, seq_len, seed = spec.data, spec.train.seq_len, spec.train.seed
+    if d.task is not None:
+        task = get_task(d.task, **d.task_args)
+        tok = tok or Tokenizer.for_chars(task.alphabet)
+        # without a cap every training token is fresh: generate a little more than one epoch of problems
+        unique = d.unique_tokens or int(spec.train.tokens * 1.02) + seq_len
+        docs = task_docs(task, tok, "train", unique_tokens=unique)
+        heldout = example_rows(task_docs(task, tok, "test", count=d.heldout_problems), tok.pad_id)
+        stream = ExampleStream(docs, tok.pad_id, seed)
+        if stream.seq_len > seq_len:
+            raise DatawallError(f"{d.task}: examples of up to {stream.seq_len + 1} tokens exceed --seq-len {seq_len}")
+        return tok, stream, heldout, task
+    corpus = load_corpus(d.corpus)
+    tok = tok or corpus_tokenizer(corpus, d.vocab_size)
+    tokens, bounds = corpus_tokens(corpus, tok)
+    held = d.heldout_tokens or min(65536, len(tokens) // 10)
+    train_docs, held_docs = corpus_docs(tokens, bounds, seq_len, d.unique_tokens, held, seed)
+    return tok, PackedStream(train_docs, seq_len, seed), heldout_rows(held_docs, seq_len), None
+
+
+def _check_run_dir(run_dir: Path, spec: RunSpec) -> None:
+    """Refuse to mix two different runs in one directory."""
+    path = run_dir / "config.json"
+    if path.exists():
+        try:
+            existing = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise DatawallError(f"{path}: not valid JSON; remove the directory or choose another --out") from None
+        if existing.get("run") != spec.model_dump(mode="json"):
+            raise DatawallError(f"{run_dir} holds a different run (its config.json differs); "
+                                "choose another --out or delete it")
+
+
+def execute(spec: RunSpec, run_dir: str | Path, quiet: bool = False) -> dict:
+    """Run (or resume, or just read back) one pretraining run; return its result.json content."""
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir, spec)
+    if (run_dir / "DONE").exists():
+        return json.loads((run_dir / "result.json").read_text())
+    init = load_checkpoint(spec.init) if spec.init else None
+    tok, stream, heldout, task = _build_data(spec, init.tokenizer if init else None)
+    if init is not None:
+        cfg = init.config
+        if spec.train.seq_len > cfg.max_seq_len:
+            raise DatawallError(f"--seq-len {spec.train.seq_len} exceeds {spec.init}'s context {cfg.max_seq_len}")
+    else:
+        cfg = model_config(spec.size, vocab_size=tok.vocab_size, max_seq_len=spec.train.seq_len,
+                           **spec.model_overrides)
+    config = {"run": spec.model_dump(mode="json"), "model": cfg.__dict__, "tokenizer": tok.kind,
+              "vocab_size": tok.vocab_size, "datawall_version": datawall.__version__}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", config)
+
+    torch.manual_seed(spec.train.seed)
+    model = init.model if init is not None else Transformer(cfg)
+    meta = {"init": spec.init, "task": spec.data.task, "task_args": spec.data.task_args, "corpus": spec.data.corpus,
+            "unique_tokens": stream.unique_tokens}
+    # task examples are rows of their own padded width; the spec's seq_len stays the model's context
+    train_cfg = spec.train.model_copy(update={"seq_len": stream.seq_len})
+    result = train(model, tok, stream, heldout, train_cfg, run_dir, meta=meta, quiet=quiet)
+
+    out = {
+        "run_dir": str(run_dir),
+        "params": model.num_params(non_embedding=False),
+        "params_non_embedding": model.num_params(non_embedding=True),
+        "tokens": result.tokens,
+        "unique_tokens": stream.unique_tokens,
+        "epochs": result.tokens / stream.tokens_per_epoch,
+        "flops": result.flops,
+        "wall_seconds": result.wall_seconds,
+        "train_loss": result.train_loss,
+        "eval_loss": result.eval_loss,
+        "eval_perplexity": perplexity(result.eval_loss) if result.eval_loss is not None else None,
+        "device": spec.train.device,
+        "machine": platform.processor() or platform.machine(),
+    }
+    if task is not None and spec.eval_problems > 0:
+        acc = task_accuracy(model, tok, task, problems=spec.eval_problems, device=spec.train.device,
+                            quiet=quiet)
+        out |= {"accuracy": acc["accuracy"], "ci_low": acc["ci_low"], "ci_high": acc["ci_high"],
+                "eval_problems": acc["problems"]}
+    atomic_write_json(run_dir / "result.json", out)
+    atomic_write_text(run_dir / "DONE", "")
+    return out
