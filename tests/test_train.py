@@ -98,3 +98,15 @@ def test_interrupt_saves_a_checkpoint_and_training_learns(world, tmp_path):
     assert result.eval_loss is not None and result.eval_loss < 2.0
     model = load_model(tmp_path / "checkpoint")  # the final checkpoint is a loadable HF directory
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_gradient_accumulation_matches_one_big_batch(world, tmp_path):
+    tok, docs, held = world
+    base = dict(tokens=8 * 64 * 6, batch_size=8, seq_len=64, optim=OptimConfig(lr=3e-3, grad_clip=0.0))
+    one = train(_fresh(tok), tok, PackedStream(docs, 64, seed=1), held, TrainConfig(**base), tmp_path / "1",
+                quiet=True)
+    four = train(_fresh(tok), tok, PackedStream(docs, 64, seed=1), held, TrainConfig(**base, grad_accum=4),
+                 tmp_path / "4", quiet=True)
+    assert [r[1] for r in _losses(tmp_path / "1")] == pytest.approx([r[1] for r in _losses(tmp_path / "4")],
+                                                                     rel=1e-4)
+    assert one.eval_loss == pytest.approx(four.eval_loss, rel=1e-4)
