@@ -9,7 +9,7 @@ import sys  # noqa: E402
 
 import typer  # noqa: E402
 
-from datawall.commands import laws, models, tasks  # noqa: E402
+from datawall.commands import laws, models, serve, tasks  # noqa: E402
 from datawall.errors import DatawallError  # noqa: E402
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.add_typer(tasks.app, name="tasks")
 app.add_typer(laws.app, name="laws")
 models.register(app)  # pretrain, eval, sample
+serve.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,351 @@
+"""The FastAPI app: OpenAI's /v1/models, /v1/completions and /v1/chat/completions over a datawall checkpoint.
+
+Every request is validated before it is queued, so the batcher only sees jobs that can run; every mistake is
+answered with OpenAI's error shape `{"error": {"message", "type", "param", "code"}}` and HTTP 400/401/404,
+and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import datawall
+from datawall.errors import DatawallError
+from datawall.model import load_checkpoint
+from datawall.serve.batcher import Batcher, Choice, SamplingParams
+from datawall.serve.chat import ChatTemplateError, render
+from datawall.serve.schemas import (
+    MAX_STOP,
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChoiceLogprobs,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    ModelCard,
+    ModelList,
+    SamplingRequest,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
+
+log = logging.getLogger("datawall.serve")
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions; chat defaults to the rest of the context
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for, and how the batcher groups requests."""
+
+    max_n: int = 128  # samples per request (n x number of prompts)
+    max_tokens: int = 1024  # new tokens per sample (the model's context caps it too)
+    max_prompt_tokens: int | None = None  # tokens per prompt, bos included; None: the context minus one
+    max_pending: int = 1024  # queued requests before new ones get HTTP 429
+    max_batch_rows: int = 256  # sequences per generate() call
+    batch_window_s: float = 0.002  # how long the worker waits for more requests to join a batch
+
+
+class APIError(Exception):
+    """An error answered to the client in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+
+def error_response(e: APIError) -> JSONResponse:
+    """OpenAI's error body."""
+    body = {"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.code}}
+    return JSONResponse(body, status_code=e.status)
+
+
+def default_model_name(model_dir: Path) -> str:
+    """The served model's id: the checkpoint directory's name (its run directory's for `RUN/checkpoint`)."""
+    path = model_dir.resolve()
+    return path.parent.name if path.name == "checkpoint" else path.name
+
+
+def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits = Limits(),
+               model_name: str | None = None, device: str = "cpu") -> FastAPI:
+    """An app serving the checkpoint in model_dir; with api_key, /v1 requests need `Authorization: Bearer KEY`."""
+    model_dir = Path(model_dir)
+    ckpt = load_checkpoint(model_dir)
+    model, tok, ctx = ckpt.model.to(device).eval(), ckpt.tokenizer, ckpt.config.max_seq_len
+    name = model_name or default_model_name(model_dir)
+    max_prompt = min(limits.max_prompt_tokens or ctx - 1, ctx - 1)
+    batcher = Batcher(model, tok, limits.max_batch_rows, limits.batch_window_s)
+    created = int(time.time())
+    fingerprint = f"datawall-{datawall.__version__}"
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="datawall serve", version=datawall.__version__, lifespan=lifespan)
+    app.state.batcher, app.state.model_name, app.state.limits = batcher, name, limits
+
+    # --- errors ------------------------------------------------------------------------------------
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, e: APIError) -> JSONResponse:
+        return error_response(e)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(e))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        if e.status_code in (404, 405):
+            message = f"Invalid URL ({request.method} {request.url.path})."
+        else:
+            message = str(e.detail)
+        return error_response(APIError(e.status_code, message, code="not_found" if e.status_code == 404 else None))
+
+    @app.middleware("http")
+    async def _auth_and_crashes(request: Request, call_next):
+        if api_key is not None and request.url.path.startswith("/v1"):
+            given = request.headers.get("authorization", "")
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+                # the key the client sent is never echoed or logged
+                return error_response(APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer "
+                                                    "KEY' with the key this server was started with.",
+                                               code="invalid_api_key"))
+        try:
+            return await call_next(request)
+        except Exception as e:
+            # answered here rather than by an Exception handler, which re-raises and makes uvicorn drop the
+            # keep-alive connection the client will reuse
+            log.exception("internal error on %s %s", request.method, request.url.path)
+            return error_response(APIError(500, f"internal server error ({type(e).__name__})", kind="server_error"))
+
+    # --- validation --------------------------------------------------------------------------------
+
+    def check_common(req: SamplingRequest) -> None:
+        if req.model != name:
+            raise APIError(404, f"The model '{req.model}' does not exist; this server serves '{name}'.",
+                           param="model", code="model_not_found")
+        if req.stream:
+            raise APIError(400, "stream=true is not supported by datawall serve; send stream=false.",
+                           param="stream", code="unsupported_parameter")
+        for param in ("presence_penalty", "frequency_penalty"):
+            if getattr(req, param):
+                raise APIError(400, f"{param} is not supported by datawall serve (send 0).", param=param,
+                               code="unsupported_parameter")
+        if req.logit_bias:
+            raise APIError(400, "logit_bias is not supported by datawall serve.", param="logit_bias",
+                           code="unsupported_parameter")
+        if req.n > limits.max_n:
+            raise APIError(400, f"n={req.n} exceeds this server's limit of {limits.max_n} samples per request "
+                                f"(datawall serve --max-n).", param="n", code="invalid_value")
+        if len(req.stop_list()) > MAX_STOP:
+            raise APIError(400, f"stop: at most {MAX_STOP} stop strings, got {len(req.stop_list())}.",
+                           param="stop", code="invalid_value")
+
+    def encode(text: str, param: str) -> list[int]:
+        try:
+            ids = tok.encode(text)
+        except DatawallError as e:
+            raise APIError(400, f"{param}: {str(e).removeprefix('tokenizer: ')}.", param=param,
+                           code="invalid_value") from None
+        return [tok.bos_id, *ids]
+
+    def with_bos(ids: list[int], param: str) -> list[int]:
+        bad = [i for i in ids if not 0 <= i < tok.vocab_size]
+        if bad:
+            raise APIError(400, f"{param}: token id {bad[0]} is outside the vocabulary (0..{tok.vocab_size - 1}).",
+                           param=param, code="invalid_value")
+        return ids if ids and ids[0] == tok.bos_id else [tok.bos_id, *ids]
+
+    def budget(prompts: list[list[int]], requested: int | None, default: int, param: str) -> int:
+        """Check prompt lengths against the limits and return the max_tokens to use."""
+        longest = max(len(p) for p in prompts)
+        if longest > max_prompt:
+            raise APIError(400, f"The prompt is {longest} tokens (bos included); this server accepts at most "
+                                f"{max_prompt} (datawall serve --max-prompt-tokens, and the model's context of "
+                                f"{ctx}).", param=param, code="context_length_exceeded")
+        if requested is None:
+            return min(default, limits.max_tokens, ctx - longest)
+        if requested > limits.max_tokens:
+            raise APIError(400, f"max_tokens={requested} exceeds this server's limit of {limits.max_tokens} "
+                                f"(datawall serve --max-tokens).", param="max_tokens", code="invalid_value")
+        if longest + requested > ctx:
+            raise APIError(400, f"This model's maximum context length is {ctx} tokens. However, you requested "
+                                f"{longest + requested} tokens ({longest} in the prompt, {requested} in the "
+                                f"completion). Please reduce the prompt or max_tokens.", param="max_tokens",
+                           code="context_length_exceeded")
+        return requested
+
+    async def run(req: SamplingRequest, prompts: list[list[int]], max_tokens: int, top: int) -> list[Choice]:
+        if len(prompts) * req.n > limits.max_n:
+            raise APIError(400, f"{len(prompts)} prompts x n={req.n} is {len(prompts) * req.n} samples; this "
+                                f"server's limit is {limits.max_n} per request (datawall serve --max-n).",
+                           param="prompt", code="invalid_value")
+        if batcher.pending >= limits.max_pending:
+            raise APIError(429, f"Server busy: {batcher.pending} requests are queued; retry later.",
+                           kind="rate_limit_error", code="rate_limit_exceeded")
+        params = SamplingParams(max_tokens, req.temperature, req.top_p, tuple(req.stop_list()), req.seed)
+        try:
+            return await batcher.submit(prompts, req.n, params, top)
+        except DatawallError as e:
+            raise APIError(400, str(e)) from None
+
+    def usage(prompts: list[list[int]], choices: list[Choice]) -> Usage:
+        prompt = sum(len(p) for p in prompts)  # once per prompt, however many samples share its prefill
+        completion = sum(c.sample.completion_tokens for c in choices)
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+    def token_text(i: int) -> str:
+        return tok.id_to_token(i) if i in (tok.pad_id, tok.bos_id, tok.eos_id) else tok.decode([i])
+
+    # --- routes ------------------------------------------------------------------------------------
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models() -> ModelList:
+        return ModelList(data=[ModelCard(id=name, created=created)])
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model_card(model_id: str) -> ModelCard:
+        if model_id != name:
+            raise APIError(404, f"The model '{model_id}' does not exist; this server serves '{name}'.",
+                           param="model", code="model_not_found")
+        return ModelCard(id=name, created=created)
+
+    @app.get("/v1/stats")
+    async def stats() -> dict:
+        """datawall extension: how the batcher grouped requests so far, and the limits in force."""
+        return {**batcher.stats, "pending": batcher.pending, "limits": asdict(limits), "model": name,
+                "context": ctx}
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest) -> CompletionResponse:
+        check_common(req)
+        if req.echo:
+            raise APIError(400, "echo=true is not supported by datawall serve.", param="echo",
+                           code="unsupported_parameter")
+        if req.suffix:
+            raise APIError(400, "suffix is not supported by datawall serve.", param="suffix",
+                           code="unsupported_parameter")
+        if req.best_of not in (None, 1):
+            raise APIError(400, "best_of is not supported by datawall serve (ask for n samples and pick).",
+                           param="best_of", code="unsupported_parameter")
+        raw = req.prompt
+        if isinstance(raw, str):
+            prompts = [encode(raw, "prompt")]
+        elif raw and all(isinstance(x, int) for x in raw):
+            prompts = [with_bos(list(raw), "prompt")]
+        elif raw:
+            prompts = [encode(x, f"prompt[{i}]") if isinstance(x, str) else with_bos(x, f"prompt[{i}]")
+                       for i, x in enumerate(raw)]
+        else:
+            raise APIError(400, "prompt: an empty list has nothing to complete.", param="prompt",
+                           code="invalid_value")
+        max_tokens = budget(prompts, req.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS, "prompt")
+        k = req.logprobs
+        choices = await run(req, prompts, max_tokens, k or 0)
+        out = []
+        for index, c in enumerate(choices):
+            logprobs = None
+            if k is not None:
+                tokens = [token_text(i) for i in c.sample.token_ids]
+                # offsets into prompt + completion text, where special tokens take no characters
+                widths = [len(tok.decode([i])) for i in c.sample.token_ids]
+                start = len(tok.decode(prompts[index // req.n]))
+                offsets = [start + sum(widths[:j]) for j in range(len(widths))]
+                top = [{token_text(i): lp for i, lp in t} for t in c.top] if c.top is not None else None
+                logprobs = CompletionLogprobs(tokens=tokens, token_logprobs=c.sample.logprobs, top_logprobs=top,
+                                              text_offset=offsets)
+            out.append(CompletionChoice(text=c.sample.text, index=index, logprobs=logprobs,
+                                        finish_reason=c.sample.finish_reason))
+        return CompletionResponse(id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=name, choices=out,
+                                  usage=usage(prompts, choices), system_fingerprint=fingerprint)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatCompletionRequest) -> ChatCompletionResponse:
+        check_common(req)
+        if req.tools:
+            raise APIError(400, "tools are not supported by datawall serve.", param="tools",
+                           code="unsupported_parameter")
+        if req.response_format and req.response_format.get("type", "text") != "text":
+            raise APIError(400, "response_format: only {'type': 'text'} is supported.", param="response_format",
+                           code="unsupported_parameter")
+        if req.top_logprobs is not None and not req.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs=true.", param="top_logprobs", code="invalid_value")
+        try:
+            text = render(req.messages)
+        except ChatTemplateError as e:
+            raise APIError(400, str(e), param="messages", code="invalid_value") from None
+        prompts = [encode(text, "messages")]
+        requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+        max_tokens = budget(prompts, requested, limits.max_tokens, "messages")
+        top = req.top_logprobs or 0
+        choices = await run(req, prompts, max_tokens, top)
+        out = []
+        for index, c in enumerate(choices):
+            logprobs = None
+            if req.logprobs:
+                content = []
+                for j, (i, lp) in enumerate(zip(c.sample.token_ids, c.sample.logprobs, strict=True)):
+                    alts = [TopLogprob(token=(t := token_text(a)), logprob=v, bytes=list(t.encode()))
+                            for a, v in (c.top[j] if c.top is not None else [])]
+                    t = token_text(i)
+                    content.append(TokenLogprob(token=t, logprob=lp, bytes=list(t.encode()), top_logprobs=alts))
+                logprobs = ChoiceLogprobs(content=content)
+            out.append(ChatChoice(index=index, message=AssistantMessage(content=c.sample.text), logprobs=logprobs,
+                                  finish_reason=c.sample.finish_reason))
+        return ChatCompletionResponse(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=name,
+                                      choices=out, usage=usage(prompts, choices), system_fingerprint=fingerprint)
+
+    return app
+
+
+def validation_error(e: RequestValidationError) -> APIError:
+    """OpenAI-style 400 naming the first invalid parameter of a request body."""
+    err = e.errors()[0]
+    param = _param(err.get("loc", ()))
+    if err.get("type") == "json_invalid":
+        return APIError(400, "The request body is not valid JSON.", code="invalid_json")
+    if err.get("type") == "missing":
+        return APIError(400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    if param is None:
+        return APIError(400, f"Invalid request body: {err.get('msg')}.", code="invalid_value")
+    return APIError(400, f"Invalid value for '{param}': {err.get('msg')} (got {err.get('input')!r}).", param=param,
+                    code="invalid_value")
+
+
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|list|dict)(\[.*\])?$|\[")
+
+
+def _param(loc: tuple) -> str | None:
+    """'messages[0].content' from pydantic's ('body', 'messages', 0, 'content', 'str'): union member tags dropped."""
+    parts: list[str] = []
+    for x in loc[1:] if loc and loc[0] == "body" else loc:
+        if isinstance(x, int) and parts:
+            parts[-1] += f"[{x}]"
+        elif not _TYPE_TAG.search(str(x)):
+            parts.append(str(x))
+    return ".".join(parts) or None
