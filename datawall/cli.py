@@ -9,7 +9,7 @@ import sys  # noqa: E402
 
 import typer  # noqa: E402
 
-from datawall.commands import laws, models, serve, tasks  # noqa: E402
+from datawall.commands import laws, models, serve, tasks, think  # noqa: E402
 from datawall.errors import DatawallError  # noqa: E402
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.add_typer(tasks.app, name="tasks")
 app.add_typer(laws.app, name="laws")
 models.register(app)  # pretrain, eval, sample
 serve.register(app)
+think.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,101 @@
+"""`datawall think`: test-time compute curves of a local checkpoint or an OpenAI-compatible endpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from datawall.errors import DatawallError
+from datawall.progress import stderr
+
+
+def think(
+    task: Annotated[str, typer.Option(help="Task world: arith, trace, countdown or jsonl:PATH.")],
+    out: Annotated[Path, typer.Option(help="Output directory (resumed if it holds samples of the same run).")],
+    model: Annotated[Path | None, typer.Option(help="Checkpoint directory (or run directory) to sample.")] = None,
+    hf: Annotated[Path | None, typer.Option(help="Hugging Face causal-LM directory, sampled with "
+                                            "transformers.")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL, e.g. "
+                                                 "http://127.0.0.1:8000/v1.")] = None,
+    api_model: Annotated[str | None, typer.Option(help="Model name to ask the endpoint for.")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the endpoint's "
+                                                    "API key.")] = None,
+    chat: Annotated[bool, typer.Option(help="Use /chat/completions instead of /completions.")] = False,
+    task_args: Annotated[str, typer.Option(help="Task settings as k=v,k=v, e.g. 'digits=5,ops=add'.")] = "",
+    problems: Annotated[int, typer.Option(help="Held-out problems K.")] = 50,
+    n_max: Annotated[int, typer.Option(help="Temperature samples per problem (the pool).")] = 16,
+    strategies: Annotated[str, typer.Option(help="Comma-separated: greedy, majority, pass@k "
+                                            "(best-of-n with the verifier as oracle).")] = "greedy,majority,pass@k",
+    temperature: Annotated[float, typer.Option(help="Sampling temperature of the pool.")] = 1.0,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Max new tokens per sample (default: 1.5 x the "
+                                                   "longest reference solution).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the samples and of the estimators.")] = 0,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight to the endpoint.")] = 4,
+    timeout: Annotated[float, typer.Option(help="Seconds per endpoint request.")] = 120.0,
+    retries: Annotated[int, typer.Option(help="Retries per endpoint request on 429/5xx/connection errors.")] = 5,
+    api_params: Annotated[float | None, typer.Option(help="Parameters of the endpoint's model, for FLOPs "
+                                                     "(2 N per token).")] = None,
+    price: Annotated[str | None, typer.Option(help="Price-table entry (default local-cpu, h100 on cuda; "
+                                              "endpoints: the table's default).")] = None,
+    prices: Annotated[Path | None, typer.Option(help="Price-table override file (TOML or JSON).")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Sample cache (sqlite; default OUT/cache.sqlite).")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda (for --model and --hf).")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Sample a pool per held-out problem and report accuracy vs samples, FLOPs and dollars per strategy."""
+    from datawall.infer.sample_cache import SampleCache
+    from datawall.infer.think import ThinkConfig, check_config, parse_strategies, run_think
+    from datawall.tasks.registry import parse_task_args
+
+    if sum(x is not None for x in (model, hf, endpoint)) != 1:
+        raise DatawallError("give exactly one of --model DIR, --hf DIR or --endpoint URL (with --api-model NAME)")
+    if endpoint is not None and not api_model:
+        raise DatawallError("--endpoint needs --api-model NAME (the model id the server serves)")
+    if endpoint is None and (api_model or api_key_env or chat):
+        raise DatawallError("--api-model, --api-key-env and --chat go with --endpoint")
+    cfg = ThinkConfig(task=task, task_args=parse_task_args(task_args), problems=problems, n_max=n_max,
+                      strategies=parse_strategies(strategies), temperature=temperature, top_p=top_p,
+                      max_tokens=max_tokens, seed=seed)
+    check_config(cfg)
+    price_file = str(prices) if prices else None
+    if model is not None:
+        from datawall.infer.backends.local import LocalBackend
+
+        backend = LocalBackend(model, device=device, price=price, prices=price_file)
+    elif hf is not None:
+        from datawall.infer.backends.hf import HFBackend
+
+        backend = HFBackend(hf, device=device, price=price, prices=price_file)
+    else:
+        from datawall.infer.backends.openai_endpoint import OpenAIEndpoint
+
+        backend = OpenAIEndpoint(endpoint, api_model, api_key_env=api_key_env, chat=chat, concurrency=concurrency,
+                                 timeout_s=timeout, max_retries=retries, price=price, prices=price_file,
+                                 params=api_params)
+    store = SampleCache(cache) if cache else None
+    try:
+        results = run_think(backend, cfg, out, cache=store, quiet=as_json)
+    finally:
+        if store:
+            store.close()
+        if hasattr(backend, "close"):
+            backend.close()
+    if as_json:
+        print(json.dumps(results))
+        return
+    s = results["sampling"]
+    stderr.print(f"{s['drawn']} samples drawn, {s['from_cache']} from the cache, {s['from_files']} already in {out}")
+    for name, rows in results["strategies"].items():
+        best = rows[-1]
+        print(f"{name:>9} n={best['n']:<4} accuracy {best['accuracy']:.1%} "
+              f"[{best['ci_low']:.1%}, {best['ci_high']:.1%}]  ({rows[0]['accuracy']:.1%} at n={rows[0]['n']})")
+    print(f"results: {out / 'results.json'}  report: {out / 'report.html'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `think` to the root app."""
+    app.command("think")(think)
