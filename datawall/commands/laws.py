@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -231,3 +232,94 @@ def _print_plan(p: dict) -> None:
                   f"{m['dloss_dlnC_no_cap']:.4g} without (per doubling: {m['dloss_dlnC'] * 0.6931:.4g} vs "
                   f"{m['dloss_dlnC_no_cap'] * 0.6931:.4g})")
     console.print(f"inference-aware saves {i['savings']:.1%} of total FLOPs; repetition model: {p['repetition']}")
+
+
+@app.command()
+def ladder(
+    out: Annotated[Path, typer.Option("--out", help="Ladder directory: runs/NAME per run, ladder.csv, report.html.")],
+    preset: Annotated[str, typer.Option(help="quick (25 runs, ~3 min on 2 cores) or standard (43 runs, "
+                                              "~10-17 min).")] = "quick",
+    corpus: Annotated[str, typer.Option(help="'stdlib' or a text file, .jsonl or directory.")] = "stdlib",
+    unique_tokens: Annotated[str | None, typer.Option(help="Cap U: every run draws from the first U tokens; "
+                                                           "adds a series repeating them 1, 2, 4, ... times.")] = None,
+    budgets: Annotated[str | None, typer.Option(help="Override the preset's budgets, e.g. '3e11,1e12'.")] = None,
+    sizes: Annotated[int | None, typer.Option(help="Override the model sizes per budget.")] = None,
+    spec_file: Annotated[Path | None, typer.Option("--spec", help="JSON file of LadderSpec fields over the preset "
+                                                                  "(seq_len, vocab_size, lr, ...).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for init, data order and the held-out split.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel runs (default: one per CPU core).")] = None,
+    threads: Annotated[int, typer.Option(help="Torch threads per run (1 is fastest on shared cores).")] = 1,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run an IsoFLOP grid of pretraining runs, fit both law forms, plot them; re-runs resume and skip DONE runs."""
+    import signal
+    import threading
+
+    from pydantic import ValidationError
+
+    from datawall.laws.ladder import ladder_spec, run_ladder
+    from datawall.laws.ladder_report import write_report
+
+    overrides: dict = {}
+    if spec_file is not None:
+        try:
+            overrides = json.loads(spec_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DatawallError(f"--spec {spec_file}: cannot read a JSON object ({e})") from None
+        if not isinstance(overrides, dict):
+            raise DatawallError(f"--spec {spec_file}: expected a JSON object of LadderSpec fields")
+    if budgets is not None:
+        overrides["budgets"] = [float(parse_count(b, "--budgets")) for b in budgets.split(",") if b.strip()]
+    if workers is not None and workers < 1 or threads < 1:
+        raise DatawallError("--workers and --threads must be at least 1")
+    flags = {"corpus": corpus, "sizes": sizes, "seed": seed, "device": device,
+             "unique_tokens": parse_count(unique_tokens, "--unique-tokens") if unique_tokens else None}
+    overrides |= {k: v for k, v in flags.items() if v is not None}
+    try:
+        spec = ladder_spec(preset, **overrides)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise DatawallError(f"ladder spec: {'.'.join(str(x) for x in err['loc']) or 'spec'}: {err['msg']}") from None
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
+    previous = signal.signal(signal.SIGTERM, on_term) if main_thread else None  # `kill`: checkpoint, then stop
+    try:
+        result = run_ladder(spec, out, workers=workers, threads=threads)  # progress on stderr, even with --json
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept and unfinished ones checkpointed; "
+              "run the same command again to continue", file=sys.stderr)
+        raise typer.Exit(130) from None
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    summary = write_report(result)
+    if as_json:
+        _print_json(summary)
+        return
+    _print_ladder(summary)
+
+
+def _print_ladder(s: dict) -> None:
+    console = Console()
+    t = Table(title=f"IsoFLOP ladder: {s['runs']} runs ({s['computed']} trained now, {s['reused']} read back), "
+                    f"{s['wall_seconds']:.0f} s")
+    for col in ("budget C", "best N", "loss", "interior", "parabola N*", "law N*", "law loss"):
+        t.add_column(col, justify="right")
+    for o in s["optima"]:
+        b, p, lo = o["best_run"], o["parabola"], o.get("law")
+        t.add_row(f"{o['compute']:.3g}", format_count(b["params"]), f"{b['loss']:.4f}",
+                  "yes" if b["interior"] else "no", format_count(p["params"]) if p else "-",
+                  format_count(lo["params"]) if lo else "-", f"{lo['loss']:.4f}" if lo else "-")
+    console.print(t)
+    for key, f in s["fits"].items():
+        if f is not None:
+            extra = f", R_D* {f['R_D_star']:.4g}, R_N* {f['R_N_star']:.4g}" if "R_D_star" in f else ""
+            console.print(f"{key} fit ({f['points']} runs): E {f['E']:.4g}, A {f['A']:.4g}, B {f['B']:.4g}, "
+                          f"alpha {f['alpha']:.4g}, beta {f['beta']:.4g}{extra}")
+    for note in s["notes"]:
+        console.print(f"note: {note}")
+    console.print("wrote " + ", ".join(v for v in s["files"].values()))
