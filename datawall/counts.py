@@ -31,6 +31,7 @@ def parse_count(text: str | int | float, what: str = "count") -> int:
 def format_count(n: float) -> str:
     """Format a count compactly: 1234567 -> '1.23M'."""
     for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
+        # compare after rounding so 999,936 reads '1M', not '1e+03k'
+        if abs(float(f"{n:.3g}")) >= scale:
             return f"{n / scale:.3g}{suffix}"
     return f"{n:.3g}"

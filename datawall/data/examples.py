@@ -51,19 +51,20 @@ class ExampleStream:
         self.seed = seed
         self._ids, self._mask = _rows(docs, self.seq_len, pad_id)
         self.num_docs = self.rows_per_epoch = len(docs)
+        self._lengths = np.array([len(d) for d in docs])
         self.unique_tokens = int(sum(len(d) for d in docs))
 
     @property
     def tokens_per_epoch(self) -> int:
-        """Input positions served per epoch (padding included: it is computed on)."""
-        return self.rows_per_epoch * self.seq_len
+        """Real input positions per epoch (each example's length minus its last token)."""
+        return int(self._lengths.sum()) - self.rows_per_epoch
 
     def epoch_at(self, step: int, batch_size: int) -> float:
         """Epochs consumed after `step` batches of `batch_size` rows."""
         return step * batch_size / self.rows_per_epoch
 
     def batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) LongTensors [batch_size, seq_len]; y = -100 on prompts and padding."""
+        """(x, y) LongTensors [batch_size, <= seq_len]; y = -100 on prompts and padding."""
         rows = np.arange(step * batch_size, (step + 1) * batch_size)
         epochs, within = np.divmod(rows, self.rows_per_epoch)
         picked = np.empty_like(rows)
@@ -71,7 +72,9 @@ class ExampleStream:
             perm = np.random.default_rng([self.seed, int(e)]).permutation(self.rows_per_epoch)
             sel = epochs == e
             picked[sel] = perm[within[sel]]
-        return _xy(self._ids[picked], self._mask[picked])
+        # trim to this batch's longest example: padding columns would cost compute and teach nothing
+        width = int(self._lengths[picked].max())
+        return _xy(self._ids[picked, :width], self._mask[picked, :width])
 
 
 def example_rows(docs: Sequence[Doc], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

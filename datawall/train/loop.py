@@ -123,6 +123,7 @@ def train(model: torch.nn.Module, tokenizer, stream, heldout, cfg: TrainConfig, 
                     group["lr"] = lr
                 batches = [stream.batch(state.step * accum + i, micro) for i in range(accum)]
                 targets = sum(int((y != -100).sum()) for _, y in batches)
+                positions = sum(x.numel() for x, _ in batches)  # example streams trim padding per batch
                 loss_sum = 0.0
                 for x, y in batches:
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -139,8 +140,8 @@ def train(model: torch.nn.Module, tokenizer, stream, heldout, cfg: TrainConfig, 
                 optimizer.zero_grad(set_to_none=True)
 
                 state.step += 1
-                state.tokens += cfg.tokens_per_step
-                state.flops += flops_per_token * cfg.tokens_per_step
+                state.tokens += positions
+                state.flops += flops_per_token * positions
                 state.wall_seconds += time.perf_counter() - t0
                 train_loss = loss_sum
                 record = {"step": state.step, "tokens": state.tokens, "flops": state.flops, "lr": lr,

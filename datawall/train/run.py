@@ -129,8 +129,10 @@ def execute(spec: RunSpec, run_dir: str | Path, quiet: bool = False) -> dict:
     model = init.model if init is not None else Transformer(cfg)
     meta = {"init": spec.init, "task": spec.data.task, "task_args": spec.data.task_args, "corpus": spec.data.corpus,
             "unique_tokens": stream.unique_tokens}
-    # task examples are rows of their own padded width; the spec's seq_len stays the model's context
-    train_cfg = spec.train.model_copy(update={"seq_len": stream.seq_len})
+    # task batches are trimmed to their longest example, so steps = D / (batch x typical batch width),
+    # estimated from the first batches; the spec's seq_len stays the model's context
+    row_len = round(sum(stream.batch(s, spec.train.batch_size)[0].shape[1] for s in range(8)) / 8)
+    train_cfg = spec.train.model_copy(update={"seq_len": row_len})
     result = train(model, tok, stream, heldout, train_cfg, run_dir, meta=meta, quiet=quiet)
 
     out = {
