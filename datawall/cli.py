@@ -9,7 +9,7 @@ import sys  # noqa: E402
 
 import typer  # noqa: E402
 
-from datawall.commands import laws, models, serve, tasks, think  # noqa: E402
+from datawall.commands import laws, models, runs, serve, study, tasks, think  # noqa: E402
 from datawall.errors import DatawallError  # noqa: E402
 
 app = typer.Typer(
@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 app.add_typer(tasks.app, name="tasks")
 app.add_typer(laws.app, name="laws")
+app.add_typer(runs.app, name="runs")
+app.add_typer(study.app, name="study")
 models.register(app)  # pretrain, eval, sample
 serve.register(app)
 think.register(app)

@@ -1,0 +1,230 @@
+"""Jobs: one unit of a study (a pretraining run, a think run on its checkpoint), named by a content hash.
+
+A job's key hashes its kind, the version of the code that defines the kind's result, its fully resolved
+config and the keys of the jobs it depends on, so a changed setting, a changed default or a bumped kind
+version gives a new run directory, and an unchanged job always finds its finished run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from datawall.atomic import atomic_write_json
+from datawall.errors import DatawallError
+
+
+@dataclass(frozen=True)
+class Job:
+    """A kind, its config (resolved to a canonical JSON-able dict on creation) and the jobs it needs."""
+
+    kind: str
+    config: dict
+    deps: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise DatawallError(f"unknown job kind {self.kind!r}; known: {', '.join(KINDS)}")
+        object.__setattr__(self, "deps", tuple(self.deps))
+        object.__setattr__(self, "config", KINDS[self.kind].resolve(dict(self.config)))
+        missing = [d for d in KINDS[self.kind].needs(self.config) if d not in self.deps]
+        if missing:
+            raise DatawallError(f"{self.kind} job: its config refers to {missing[0]!r}, which is not in its deps")
+
+    def __hash__(self) -> int:  # the config is a dict; the key stands for all three fields
+        return hash(self.key)
+
+    @cached_property
+    def key(self) -> str:
+        """The content hash naming this job's run (see job_key)."""
+        return job_key(self)
+
+    @property
+    def name(self) -> str:
+        """The run directory's name: <kind>-<key>."""
+        return f"{self.kind}-{self.key}"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a job kind does: resolve a config, run it, summarise and gauge its result."""
+
+    version: str
+    run: Callable[[dict, Path, dict[str, Path], bool], dict]
+    resolve: Callable[[dict], dict] = field(default=lambda config: config)
+    # keys of other jobs the config names (they must be in the job's deps)
+    needs: Callable[[dict], list[str]] = field(default=lambda config: [])
+    # a few scalar metrics for the index and `datawall runs list`
+    summary: Callable[[dict], dict] = field(default=lambda result: _scalars(result))
+    # fraction done of an unfinished run, read from its directory (None when unknown)
+    progress: Callable[[dict, Path], float | None] = field(default=lambda config, run_dir: None)
+
+
+def canonical_json(obj) -> str:
+    """Key-sorted, whitespace-free JSON: equal objects give equal strings."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+
+
+def job_key(job: Job) -> str:
+    """sha256 (first 16 hex digits) of canonical JSON of (kind, kind version, config, deps)."""
+    payload = canonical_json([job.kind, KINDS[job.kind].version, job.config, list(job.deps)])
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def _scalars(result: dict) -> dict:
+    return {k: v for k, v in result.items() if isinstance(v, int | float | str | bool) or v is None}
+
+
+# --- pretrain: config = RunSpec JSON ---------------------------------------------------------------------
+
+PRETRAIN_METRICS = ("params", "params_non_embedding", "tokens", "unique_tokens", "epochs", "flops", "train_loss",
+                    "eval_loss", "accuracy", "ci_low", "ci_high")
+
+
+def _pretrain_resolve(config: dict) -> dict:
+    from pydantic import ValidationError
+
+    from datawall.train.run import RunSpec
+
+    try:
+        spec = RunSpec.model_validate(config)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        raise DatawallError(f"pretrain job config: {where}: {err['msg']}") from None
+    if spec.data.task is not None:
+        _check_task(spec.data.task, spec.data.task_args)
+    return spec.model_dump(mode="json")
+
+
+def _check_task(name: str, args: dict) -> None:
+    """Fail when the job is made, not when it runs, on an unknown task or a bad task setting."""
+    from datawall.tasks import get_task
+
+    get_task(name, **args)
+
+
+def _pretrain_run(config: dict, run_dir: Path, dep_dirs: dict[str, Path], quiet: bool) -> dict:
+    from datawall.train.run import RunSpec, execute
+
+    return execute(RunSpec.model_validate(config), run_dir, quiet=quiet)
+
+
+def _pretrain_progress(config: dict, run_dir: Path) -> float | None:
+    last = _last_jsonl(run_dir / "metrics.jsonl")
+    if last is None:
+        return 0.0
+    return min(1.0, last.get("tokens", 0) / config["train"]["tokens"])
+
+
+def _last_jsonl(path: Path) -> dict | None:
+    """The last complete JSON line of a file (reads only its tail)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 4096))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
+# --- think: config = {"model": <pretrain key>, ThinkConfig fields..., "device", "price"} -----------------
+
+THINK_EXTRA = {"model": None, "device": "cpu", "price": None}
+
+
+def _think_resolve(config: dict) -> dict:
+    from dataclasses import asdict, fields
+
+    from datawall.infer.think import ThinkConfig, check_config, parse_strategies
+
+    known = {f.name for f in fields(ThinkConfig)} | set(THINK_EXTRA)
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise DatawallError(f"think job config: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    if not config.get("model"):
+        raise DatawallError("think job config: 'model' must name the key of the pretrain job it samples")
+    think = {k: v for k, v in config.items() if k not in THINK_EXTRA}
+    if "task" not in think:
+        raise DatawallError("think job config: 'task' is required")
+    strategies = think.get("strategies")
+    if strategies is not None:
+        think["strategies"] = parse_strategies(",".join(strategies) if isinstance(strategies, list) else strategies)
+    try:
+        cfg = ThinkConfig(**think)
+    except TypeError as e:
+        raise DatawallError(f"think job config: {e}") from None
+    check_config(cfg)
+    _check_task(cfg.task, cfg.task_args)
+    return {**THINK_EXTRA, **{k: config[k] for k in THINK_EXTRA if k in config}, **asdict(cfg)}
+
+
+def _think_run(config: dict, run_dir: Path, dep_dirs: dict[str, Path], quiet: bool) -> dict:
+    from datawall.infer.backends.local import LocalBackend
+    from datawall.infer.think import ThinkConfig, run_think
+
+    model_dir = dep_dirs[config["model"]] / "checkpoint"  # the run dir's own config.json is the run's, not HF's
+    backend = LocalBackend(model_dir, device=config["device"], price=config["price"])
+    cfg = ThinkConfig(**{k: v for k, v in config.items() if k not in THINK_EXTRA})
+    result = run_think(backend, cfg, run_dir, quiet=quiet)
+    atomic_write_json(run_dir / "result.json", result)
+    return result
+
+
+def _think_summary(result: dict) -> dict:
+    out = {k: result[k] for k in ("task", "problems", "n_max", "temperature") if k in result}
+    for name, rows in result.get("strategies", {}).items():
+        if rows:
+            out[f"{name}@{rows[-1]['n']}"] = rows[-1]["accuracy"]
+    return out
+
+
+def _think_progress(config: dict, run_dir: Path) -> float | None:
+    total = config["problems"] * (config["n_max"] + ("greedy" in config["strategies"]))
+    done = 0
+    for name in ("samples.jsonl", "greedy.jsonl"):
+        try:
+            with open(run_dir / name, "rb") as f:
+                done += sum(1 for _ in f)
+        except FileNotFoundError:
+            pass
+    return min(1.0, done / max(1, total))
+
+
+KINDS: dict[str, Kind] = {
+    "pretrain": Kind(version="1", run=_pretrain_run, resolve=_pretrain_resolve,
+                     summary=lambda r: {k: r[k] for k in PRETRAIN_METRICS if k in r},
+                     progress=_pretrain_progress),
+    "think": Kind(version="1", run=_think_run, resolve=_think_resolve, needs=lambda c: [c["model"]],
+                  summary=_think_summary, progress=_think_progress),
+}
+
+
+def check_deps(jobs: list[Job]) -> None:
+    """Refuse duplicate-free lists whose dependencies form a cycle (names one job on the cycle)."""
+    by_key = {j.key: j for j in jobs}
+    state: dict[str, int] = {}
+
+    def visit(key: str) -> None:
+        if state.get(key) == 1:
+            raise DatawallError(f"jobs depend on each other in a cycle through {by_key[key].name}")
+        if state.get(key) == 2 or key not in by_key:
+            return
+        state[key] = 1
+        for d in by_key[key].deps:
+            visit(d)
+        state[key] = 2
+
+    for k in by_key:
+        visit(k)

@@ -1,0 +1,269 @@
+"""The study report: OUT/summary.json (every number), OUT/summary.md and OUT/report.html (one self-contained
+file, plots embedded as base64 PNG), written atomically from `analysis.analyse`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from datawall.atomic import atomic_write_json, atomic_write_text
+from datawall.counts import format_count
+from datawall.study.analysis import analyse, money, sci
+from datawall.study.plan import Plan
+
+COLORS = {"baseline": "black", "scale": "C0", "repetition": "C2", "test_time": "C1"}
+TITLES = {"scale": "Scale (model size)", "repetition": "Repetition (epochs over U)",
+          "test_time": "Test-time compute (samples per query)"}
+
+
+def _series(summary: dict):
+    """(lever, points) to draw, strategies of the test-time lever split into their own series."""
+    for lever, pts in summary["levers"].items():
+        if lever != "test_time":
+            yield lever, lever, sorted(pts, key=lambda p: p["compute"])
+            continue
+        for strategy in dict.fromkeys(p["strategy"] for p in pts):
+            mine = sorted((p for p in pts if p["strategy"] == strategy), key=lambda p: p["compute"])
+            yield lever, f"test_time: {strategy}" + (" (oracle)" if strategy == "pass@k" else ""), mine
+
+
+def _accuracy_plot(summary: dict, axis: str) -> bytes:
+    """Held-out accuracy against total compute (or dollars), every lever, the frontier and the fits."""
+    from datawall.laws.plots import new_figure, png_bytes
+
+    fig, (ax,) = new_figure(size=(7.5, 4.8))
+    key = "compute" if axis == "flops" else "dollars"
+    markers = {"greedy": "D", "majority": "o", "pass@k": "^"}
+    for lever, name, pts in _series(summary):
+        x = np.array([p[key] for p in pts])
+        y = 100 * np.array([p["accuracy"] for p in pts])
+        err = 100 * np.array([[p["accuracy"] - p["ci_low"] for p in pts], [p["ci_high"] - p["accuracy"] for p in pts]])
+        oracle = pts[0]["oracle"]
+        ax.errorbar(x, y, yerr=err, fmt=markers.get(pts[0]["strategy"], "o") + ("--" if oracle else "-"),
+                    color=COLORS[lever], mfc="none" if oracle else COLORS[lever], capsize=3, lw=1, ms=5, label=name,
+                    alpha=0.6 if oracle else 1.0)
+        fit = summary["laws"].get(lever, {}).get("accuracy_vs_compute", {}).get("fit")
+        if axis == "flops" and fit and name == lever:
+            xs = np.geomspace(min(x.min(), summary["baseline"]["compute"]), x.max(), 50)
+            ax.plot(xs, 100 * (fit["a"] + fit["b"] * np.log10(xs)), ":", color=COLORS[lever], lw=1)
+    b = summary["baseline"]
+    ax.plot([b[key]], [100 * b["accuracy"]], marker="*", ms=14, color="gold", mec="black", ls="none",
+            label="baseline", zorder=5)
+    fr = summary["frontier"]
+    right = max((p[key] for _, _, pts in _series(summary) for p in pts), default=b[key])
+    ax.plot([p[key] for p in fr] + [right], [100 * p["accuracy"] for p in fr] + [100 * fr[-1]["accuracy"]],
+            drawstyle="steps-post", color="0.3", lw=3, alpha=0.3, label="frontier (best so far)", zorder=0)
+    ax.set_xscale("log")
+    q = format_count(summary["queries"])
+    ax.set_xlabel(f"total compute: training + inference x {q} queries (FLOPs)" if axis == "flops"
+                  else f"total cost: training + inference x {q} queries (US dollars, {summary['price']['entry']})")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_title("Accuracy vs total " + ("compute" if axis == "flops" else "dollars") + " (95% intervals)")
+    ax.legend(fontsize=7, loc="best")
+    return png_bytes(fig)
+
+
+def _loss_plot(summary: dict) -> bytes | None:
+    """Held-out loss against training FLOPs for the training levers, with the fitted power law."""
+    from datawall.laws.plots import LOSS_LABEL, new_figure, png_bytes
+
+    levers = [lv for lv in ("scale", "repetition") if lv in summary["levers"]]
+    if not levers:
+        return None
+    fig, (ax,) = new_figure(size=(7.5, 4.4))
+    for lever in levers:
+        pts = sorted((p for p in summary["levers"][lever] if p["eval_loss"] is not None),
+                     key=lambda p: p["train_flops"])
+        x = np.array([p["train_flops"] for p in pts])
+        ax.plot(x, [p["eval_loss"] for p in pts], "o-", color=COLORS[lever], label=lever)
+        for p in pts:
+            if p["size"] == summary["baseline"]["size"] and p["epochs"] == summary["baseline"]["epochs"]:
+                continue  # the star marks it
+            ax.annotate(p["size"] if lever == "scale" else f"{p['epochs']:g} ep", (p["train_flops"], p["eval_loss"]),
+                        fontsize=7, xytext=(3, 3), textcoords="offset points")
+        fit = summary["laws"][lever].get("loss_vs_train_compute", {}).get("fit")
+        if fit:
+            xs = np.geomspace(x.min(), x.max(), 50)
+            ax.plot(xs, fit["E"] + fit["A"] * (xs / fit["C0"]) ** (-fit["alpha"]), ":", color=COLORS[lever],
+                    label=f"{lever} fit (alpha {fit['alpha']:.2f})")
+    b = summary["baseline"]
+    if b["eval_loss"] is not None:
+        ax.plot([b["train_flops"]], [b["eval_loss"]], marker="*", ms=14, color="gold", mec="black", ls="none",
+                label="baseline")
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute (FLOPs)")
+    ax.set_ylabel("held-out " + LOSS_LABEL)
+    ax.set_title("Held-out loss of the reference solutions vs training compute")
+    ax.legend(fontsize=8)
+    return png_bytes(fig)
+
+
+def _samples_plot(summary: dict) -> bytes | None:
+    """Test-time lever: accuracy against samples per query for each strategy."""
+    from datawall.laws.plots import new_figure, png_bytes
+
+    pts = summary["levers"].get("test_time")
+    if not pts:
+        return None
+    fig, (ax,) = new_figure(size=(6.5, 4.2))
+    for i, strategy in enumerate(dict.fromkeys(p["strategy"] for p in pts)):
+        mine = sorted((p for p in pts if p["strategy"] == strategy), key=lambda p: p["n"])
+        n = [p["n"] for p in mine]
+        y = 100 * np.array([p["accuracy"] for p in mine])
+        err = 100 * np.array([[p["accuracy"] - p["ci_low"] for p in mine], [p["ci_high"] - p["accuracy"]
+                                                                          for p in mine]])
+        ax.errorbar(n, y, yerr=err, fmt="o-", capsize=3, color=f"C{i + 1}",
+                    label=strategy + (" (oracle: the verifier picks)" if strategy == "pass@k" else ""))
+    ax.set_xscale("log", base=2)
+    ns = sorted({p["n"] for p in pts})
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel("samples per query n")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_title("Test-time compute on the baseline checkpoint")
+    ax.legend(fontsize=8)
+    return png_bytes(fig)
+
+
+def _fmt_pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _fmt_gain(p: dict, axis: str, unit: float) -> str:
+    g, ci = p.get(f"gain_per_{axis}"), p.get(f"gain_per_{axis}_ci")
+    if g is None:
+        return "-"
+    return f"{100 * unit * g:+.2f} [{100 * unit * ci[0]:.2f}, {100 * unit * ci[1]:.2f}]"
+
+
+def _units(summary: dict) -> tuple[float, float]:
+    """Power-of-ten units for gains per FLOP and per dollar (from the baseline's totals)."""
+    b = summary["baseline"]
+    return (10.0 ** np.floor(np.log10(max(b["compute"], 1e-30))),
+            10.0 ** np.floor(np.log10(max(b["dollars"], 1e-30))))
+
+
+def lever_rows(summary: dict, lever: str) -> tuple[list[str], list[list[str]]]:
+    """A lever's table: setting, accuracy, loss, compute, dollars and gains per unit of each."""
+    fu, du = _units(summary)
+    head = ["step", "accuracy [95%]", "eval loss", "total FLOPs", "total $", f"points per {sci(fu)} FLOPs",
+            f"points per {money(du)}", "seeds"]
+    rows = []
+    for p in sorted(summary["levers"][lever], key=lambda p: p["compute"]):
+        rows.append([p["label"], f"{_fmt_pct(p['accuracy'])} [{_fmt_pct(p['ci_low'])}, {_fmt_pct(p['ci_high'])}]",
+                     "-" if p["eval_loss"] is None else f"{p['eval_loss']:.4f}", f"{p['compute']:.3g}",
+                     f"{p['dollars']:.3g}", _fmt_gain(p, "flop", fu), _fmt_gain(p, "dollar", du), str(p["seeds"])])
+    return head, rows
+
+
+def _law_lines(summary: dict) -> list[str]:
+    out = []
+    for lever, laws in summary["laws"].items():
+        for name, law in laws.items():
+            if law is None:
+                continue
+            if name == "coverage_law":
+                text = (f"pass@k c(k) = exp(a k^b): a = {law['a']:.3g}, b = {law['b']:.3g}" if "a" in law
+                        else f"not fitted: {law.get('error', 'no fit')}")
+            elif law.get("fit") is None:
+                text = f"{law['form']}: not fitted: {law['reason']}"
+            elif "b" in law["fit"]:
+                f = law["fit"]
+                text = (f"{law['form']}: {f['points_per_decade']:+.1f} points per 10x compute "
+                        f"(R^2 {f['r2']:.2f}, {f['points']} points)")
+            else:
+                f = law["fit"]
+                text = (f"{law['form']}: E = {f['E']:.3g}, A = {f['A']:.3g}, alpha = {f['alpha']:.3g}, "
+                        f"C0 = {f['C0']:.3g} (rmse {f['rmse']:.3g}, {f['points']} points)")
+            out.append(f"{lever}: {text}")
+    return out
+
+
+def _setup_line(summary: dict) -> str:
+    s, w = summary["spec"], summary["world"]
+    args = ",".join(f"{k}={v}" for k, v in s["world"]["task_args"].items())
+    return (f"World: {s['world']['task']}({args}); U = {w['unique_examples']:,} unique worked solutions "
+            f"({format_count(w['unique_tokens'])} tokens); {s['world']['eval_problems']} held-out problems; "
+            f"seeds {s['world']['seeds']}. Baseline: {s['baseline']['size']} model, {s['baseline']['epochs']:g} "
+            f"epochs. Total compute counts training plus inference for {format_count(summary['queries'])} queries; "
+            f"dollars use the price entry '{summary['price']['entry']}' ({summary['price'].get('note', '')}).")
+
+
+NOTES = ("Intervals are 95% normal approximations from each point's interval (binomial over held-out problems, "
+         "bootstrap for sampled strategies) plus the seeds' spread when there are 2+ seeds; a gain's interval "
+         "treats the point and its reference as independent, which is conservative.",
+         "Training levers are compared with the baseline run; sampled strategies with greedy decoding of the same "
+         "checkpoints on the same problems. pass@k picks with the verifier (an oracle a deployed system lacks): it "
+         "is drawn as an upper bound and never recommended.",
+         "Inference FLOPs of a trained point are one greedy answer per query (mean held-out prompt and reference "
+         "solution lengths); time-priced entries estimate inference seconds from the run's training FLOP/s.")
+
+
+def markdown(summary: dict) -> str:
+    """summary.md: the recommendation, the setup, one table per lever, the frontier and the laws."""
+    lines = [f"# Study `{summary['study']}`", "", f"**{summary['recommendation']['sentence']}**", "",
+             _setup_line(summary), ""]
+    for lever in summary["levers"]:
+        head, rows = lever_rows(summary, lever)
+        lines += [f"## {TITLES[lever]}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines.append("")
+    lines += ["## Frontier (best accuracy reachable at each total compute)", "",
+              "| total FLOPs | total $ | accuracy | step |", "|---|---|---|---|"]
+    lines += [f"| {p['compute']:.3g} | {p['dollars']:.3g} | {_fmt_pct(p['accuracy'])} | {p['label']} |"
+              for p in summary["frontier"]]
+    lines += ["", "## Fitted laws", ""] + [f"- {t}" for t in _law_lines(summary)]
+    lines += ["", "## Notes", ""] + [f"- {n}" for n in NOTES]
+    return "\n".join(lines) + "\n"
+
+
+def html(summary: dict) -> str:
+    """report.html: the same content as summary.md, with the plots embedded."""
+    from datawall.laws.plots import html_page
+
+    blocks: list[tuple] = [("h2", "Recommendation"), ("p", summary["recommendation"]["sentence"]),
+                           ("p", _setup_line(summary)),
+                           ("img", _accuracy_plot(summary, "flops"), "held-out accuracy vs total compute"),
+                           ("img", _accuracy_plot(summary, "dollars"), "held-out accuracy vs total dollars")]
+    loss = _loss_plot(summary)
+    if loss is not None:
+        blocks.append(("img", loss, "held-out loss vs training compute"))
+    samples = _samples_plot(summary)
+    if samples is not None:
+        blocks.append(("img", samples, "accuracy vs samples per query"))
+    for lever in summary["levers"]:
+        head, rows = lever_rows(summary, lever)
+        blocks += [("h2", TITLES[lever]), ("table", head, rows)]
+    blocks += [("h2", "Frontier (best accuracy reachable at each total compute)"),
+               ("table", ["total FLOPs", "total $", "accuracy", "step"],
+                [[f"{p['compute']:.3g}", f"{p['dollars']:.3g}", _fmt_pct(p["accuracy"]), p["label"]]
+                 for p in summary["frontier"]]),
+               ("h2", "Fitted laws"), ("pre", "\n".join(_law_lines(summary)) or "none"),
+               ("h2", "Notes"), *[("p", n) for n in NOTES]]
+    return html_page(f"datawall study: {summary['study']}", blocks)
+
+
+def write_report(plan: Plan, results: dict[str, dict], out: str | Path) -> dict:
+    """Analyse the finished study and write OUT/summary.json, summary.md and report.html; return the summary."""
+    out = Path(out)
+    summary = analyse(plan, results)
+    summary["files"] = {name: str(out / name) for name in ("report.html", "summary.md", "summary.json")}
+    atomic_write_text(out / "report.html", html(summary))
+    atomic_write_text(out / "summary.md", markdown(summary))
+    summary = _clean(summary)
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def _clean(x):
+    """Plain JSON: numpy scalars to Python, NaN and infinities (unknown costs) to null."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x

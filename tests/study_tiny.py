@@ -1,0 +1,66 @@
+"""A tiny real study shared by the study tests: run once per test session through the CLI, in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+TINY_SPEC = """
+name = "tiny"
+
+[world]
+task = "arith"
+task_args = { digits = 1 }
+unique_examples = 200
+eval_problems = 40
+seeds = [0]
+
+[train]
+batch_size = 16
+seq_len = 32
+
+[queries]
+expected = 1e5
+
+[baseline]
+size = "100k"
+epochs = 2
+
+[levers.scale]
+sizes = ["100k", "1m"]
+
+[levers.repetition]
+epochs = [1, 2]
+
+[levers.test_time]
+strategies = ["majority", "pass@k"]
+n = [1, 2, 4]
+"""
+
+_CACHE: dict[str, tuple[Path, dict]] = {}
+
+
+def cli_app():
+    from datawall.cli import app
+
+    return app
+
+
+def run_study(*args: str):
+    """Invoke `datawall study ARGS` in this process; returns click's Result (a DatawallError is in .exception)."""
+    return CliRunner().invoke(cli_app(), ["study", *args])
+
+
+def tiny_study(tmp_path_factory) -> tuple[Path, dict]:
+    """(out dir, summary printed by --json) of the tiny study, computed once per session."""
+    if "tiny" not in _CACHE:
+        root = tmp_path_factory.mktemp("tiny_study")
+        spec = root / "tiny.toml"
+        spec.write_text(TINY_SPEC)
+        result = run_study(str(spec), "--store", str(root / "store"), "--out", str(root / "out"), "--workers", "0",
+                           "--json")
+        assert result.exit_code == 0, (result.stderr, result.exception)
+        _CACHE["tiny"] = (root, json.loads(result.stdout))
+    return _CACHE["tiny"]
