@@ -18,5 +18,6 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
-    """Keep tokenizer/corpus caches out of the user's home during tests."""
+    """Keep tokenizer/corpus caches and the run store out of the user's home during tests."""
     monkeypatch.setenv("DATAWALL_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("DATAWALL_HOME", str(tmp_path_factory.getbasetemp() / "home"))
