@@ -9,7 +9,7 @@ import sys  # noqa: E402
 
 import typer  # noqa: E402
 
-from datawall.commands import laws, models, runs, serve, study, tasks, think  # noqa: E402
+from datawall.commands import laws, models, reward, runs, serve, study, tasks, think  # noqa: E402
 from datawall.errors import DatawallError  # noqa: E402
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.add_typer(study.app, name="study")
 models.register(app)  # pretrain, eval, sample
 serve.register(app)
 think.register(app)
+reward.register(app)  # reward train
 
 
 def main() -> None:

@@ -1,0 +1,269 @@
+"""Learned reward models: ORM/PRM data from a tiny real policy, training, save/load, `reward train`, `think`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from datawall.cli import app
+from datawall.data import ExampleStream, Tokenizer, task_docs
+from datawall.errors import DatawallError
+from datawall.infer.backends import mix_seed
+from datawall.infer.orm import check_train_only, orm_examples, sample_solutions, train_problems
+from datawall.infer.prm import prm_examples, rollout_prefixes, rollout_rewards, step_label
+from datawall.infer.reward_model import RewardModel, RewardScorer, aggregate, split_steps
+from datawall.infer.reward_train import RewardTrainConfig, ScoredExample, auc, split_by_problem, train_reward_model
+from datawall.model import Transformer, generate, model_config, save_checkpoint
+from datawall.tasks import get_task
+
+TASK = get_task("arith", digits=1)
+MAX_NEW = 12
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread: these models are tiny, and two threads on a loaded 2-core machine run ~10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    """A 100k policy trained briefly on 1-digit addition: right on roughly half of its samples."""
+    torch.manual_seed(0)
+    tok = Tokenizer.for_chars(TASK.alphabet)
+    model = Transformer(model_config("100k", vocab_size=tok.vocab_size, max_seq_len=32))
+    stream = ExampleStream(task_docs(TASK, tok, "train", count=500), tok.pad_id, seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(200):
+        x, y = stream.batch(step, 32)
+        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    path = save_checkpoint(tmp_path_factory.mktemp("policy") / "ckpt", model, tok)
+    return path, model, tok
+
+
+@pytest.fixture(scope="module")
+def solutions(policy):
+    _, model, tok = policy
+    sols, stats = sample_solutions(model, tok, TASK, train_problems(TASK, 120), n=16, max_new_tokens=MAX_NEW, seed=0)
+    return sols, stats
+
+
+@pytest.fixture(scope="module")
+def orm(policy, solutions):
+    path, _, _ = policy
+    rm = RewardModel.from_policy(path, "orm")
+    metrics = train_reward_model(rm, orm_examples(solutions[0]),
+                                 RewardTrainConfig(epochs=6, lr=1e-3, head_lr=3e-3, batch_size=64), quiet=True)
+    rm.info["metrics"] = metrics
+    return rm
+
+
+# --- pure pieces -----------------------------------------------------------------------------------
+
+
+def test_aggregate_and_steps():
+    assert aggregate([0.9, 0.5, 0.8], "last") == 0.8
+    assert aggregate([0.9, 0.5, 0.8], "min") == 0.5
+    assert aggregate([0.9, 0.5, 0.8], "product") == pytest.approx(0.36)
+    with pytest.raises(DatawallError, match="unknown aggregate"):
+        aggregate([0.5], "mean")
+    with pytest.raises(DatawallError, match="at least one"):
+        aggregate([], "min")
+    text = "pc\ncc\n#### 100"
+    assert split_steps(text) == ["pc\n", "cc\n", "#### 100"]
+    assert "".join(split_steps(text)) == text and split_steps("") == []
+
+
+def test_hidden_states_are_the_backbone_forward_without_its_head(policy):
+    """reward_model reads the backbone's final hidden states itself: they must stay what forward feeds the lm_head."""
+    from datawall.infer.reward_model import _hidden
+
+    _, model, _ = policy
+    idx = torch.randint(3, model.config.vocab_size, (3, 11), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.lm_head(_hidden(model, idx)), model(idx), atol=1e-5)
+
+
+def test_auc_matches_pair_counting():
+    rng = np.random.default_rng(0)
+    s, y = rng.integers(0, 5, 40).astype(float), rng.random(40) < 0.4
+    pairs = [(a > b) + 0.5 * (a == b) for a in s[y] for b in s[~y]]
+    assert auc(s, y) == pytest.approx(np.mean(pairs))
+    assert auc([0.1, 0.2], [True, True]) is None
+
+
+def test_step_label_and_split_by_problem():
+    assert step_label([1.0, 0.0, 0.0, 1.0]) == 0.5
+    assert step_label([1.0, 0.0, 0.0, 0.0], "hard") == 1.0 and step_label([0.0, 0.0], "hard") == 0.0
+    with pytest.raises(DatawallError):
+        step_label([], "soft")
+    ex = [ScoredExample(i // 3, "1+1=", ["#### 2"], [1.0]) for i in range(30)]
+    train, val = split_by_problem(ex, 0.2, seed=0)
+    assert {e.problem for e in train}.isdisjoint({e.problem for e in val}) and len({e.problem for e in val}) == 2
+    with pytest.raises(DatawallError, match="one target per step"):
+        ScoredExample(0, "1+1=", ["a\n", "b"], [1.0])
+
+
+# --- held-out problems are never trained on ----------------------------------------------------------
+
+
+def test_only_train_split_problems(policy, solutions):
+    _, model, tok = policy
+    test = TASK.problems("test", 3)
+    with pytest.raises(DatawallError, match="train-split"):
+        check_train_only(test)
+    with pytest.raises(DatawallError, match="train-split"):
+        sample_solutions(model, tok, TASK, test, n=2, max_new_tokens=MAX_NEW)
+    sols, stats = solutions
+    assert all(s.problem.split == "train" for s in sols) and stats["solutions"] == len(sols) == 120 * 16
+    held_out = {p.prompt for p in TASK.problems("test", 50)}  # what `think` measures on
+    assert held_out.isdisjoint({e.prompt for e in orm_examples(sols)})
+    assert 0.2 < stats["correct_rate"] < 0.8  # the setting the ORM test below relies on
+
+
+# --- ORM ---------------------------------------------------------------------------------------------
+
+
+def test_orm_separates_correct_from_incorrect_on_held_out_problems(policy, orm):
+    _, model, tok = policy
+    problems = TASK.problems("test", 40)
+    outs = generate(model, tok, [p.prompt for p in problems], n=8, max_new_tokens=MAX_NEW, seed=123)
+    scores, labels = [], []
+    for p, row in zip(problems, outs, strict=True):
+        scores += orm.score(p.prompt, [s.text for s in row])
+        labels += [TASK.verify(p, s.text) == 1.0 for s in row]
+    scores, labels = np.array(scores), np.array(labels)
+    assert 0.1 < labels.mean() < 0.9
+    assert auc(scores, labels) > 0.65
+    assert scores[labels].mean() > scores[~labels].mean()
+    val = orm.info["metrics"]["val"]
+    assert val["auc"] > 0.6 and 0 <= val["accuracy"] <= 1 and orm.info["metrics"]["val_problems"] > 0
+
+
+def test_save_load_round_trip_and_errors(orm, policy, tmp_path):
+    prompt, comps = "3+4=", [".\n#### 7", ".\n#### 8", "c\n#### 17", ""]
+    before = orm.score(prompt, comps)
+    path = orm.save(tmp_path / "orm")
+    assert {"reward_model.safetensors", "reward_model.json", "tokenizer.json"} <= {f.name for f in path.iterdir()}
+    loaded = RewardModel.load(path)
+    assert loaded.kind == "orm" and loaded.score(prompt, comps) == before
+    assert json.loads((path / "reward_model.json").read_text())["metrics"]["val"]["auc"] > 0.5
+    orm.save(path)  # replacing a reward model in place is fine
+    # batched, padded scoring equals scoring one at a time; a prefix scored alone equals its step score
+    assert [orm.score(prompt, [c])[0] for c in comps] == pytest.approx(before, abs=1e-6)
+    steps = split_steps(comps[2])
+    assert orm.step_scores(prompt, steps) == pytest.approx(
+        [orm.score(prompt, ["".join(steps[:i + 1])])[0] for i in range(len(steps))], abs=1e-6)
+
+    with pytest.raises(DatawallError, match="not a reward-model directory.*policy checkpoint"):
+        RewardModel.load(policy[0])
+    with pytest.raises(DatawallError, match="no such"):
+        RewardModel.load(tmp_path / "missing")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "reward_model.json").write_text("{not json")
+    with pytest.raises(DatawallError, match="reward_model.json: not a valid"):
+        RewardModel.load(bad)
+    weights = path / "reward_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(DatawallError, match="cannot read safetensors"):
+        RewardModel.load(path)
+    with pytest.raises(DatawallError, match="not a reward-model directory; refusing"):
+        orm.save(policy[0])
+
+
+# --- PRM ---------------------------------------------------------------------------------------------
+
+
+def test_prm_labels_are_the_exact_monte_carlo_fraction(policy, solutions):
+    _, model, tok = policy
+    sols = [s for s in solutions[0] if len(split_steps(s.text)) >= 2][:12]
+    m = 4
+    rewards, stats = rollout_rewards(model, tok, TASK, sols, m=m, max_new_tokens=MAX_NEW, seed=5)
+    keys = rollout_prefixes(sols)
+    assert set(rewards) == set(keys) and stats["rollouts"] == len(keys) * m
+    problems = {s.problem.index: s.problem for s in sols}
+    for idx, prefix in keys:  # the same draws, one prefix at a time: the labels are exactly their mean
+        p = problems[idx]
+        budget = max(1, MAX_NEW - len(tok.encode(prefix)))
+        row = generate(model, tok, [p.prompt + prefix], n=m, max_new_tokens=budget,
+                       seed=mix_seed(5, 0x50524D))[0]
+        assert rewards[(idx, prefix)] == [TASK.verify(p, prefix + r.text) for r in row]
+    examples = prm_examples(sols, rewards)
+    for s, e in zip(sols, examples, strict=True):
+        steps = split_steps(s.text)
+        assert e.steps == steps and e.targets[-1] == s.reward
+        assert e.targets[:-1] == [np.mean(rewards[(s.problem.index, "".join(steps[:i]))])
+                                  for i in range(1, len(steps))]
+    # greedy rollouts are deterministic: every one agrees, and the label is the greedy continuation's reward
+    greedy, _ = rollout_rewards(model, tok, TASK, sols[:4], m=3, max_new_tokens=MAX_NEW, temperature=0.0)
+    for (idx, prefix), rs in greedy.items():
+        p = problems[idx]
+        cont = generate(model, tok, [p.prompt + prefix], n=1, max_new_tokens=MAX_NEW, temperature=0.0)[0][0]
+        assert rs == [TASK.verify(p, prefix + cont.text)] * 3
+    hard = prm_examples(sols, rewards, "hard")
+    assert all(t in (0.0, 1.0) for e in hard for t in e.targets)
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> dict:
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_reward_train_prm_cli_and_think_with_reward_models(policy, orm, tmp_path):
+    model_dir = str(policy[0])
+    prm_dir = tmp_path / "prm"
+    args = ["reward", "train", "--model", model_dir, "--task", "arith", "--task-args", "digits=1", "--kind", "prm",
+            "--problems", "24", "--n", "4", "--rollouts", "2", "--epochs", "1", "--out", str(prm_dir)]
+    res = run_cli(*args)
+    assert res["kind"] == "prm" and not res["reused"] and res["data"]["split"] == "train"
+    assert res["data"]["rollouts"] == 2 * res["data"]["prefixes"] > 0 and res["cost"]["data_flops"] > 0
+    info = json.loads((prm_dir / "reward_model.json").read_text())
+    assert info["kind"] == "prm" and info["label"] == "soft" and info["base_model"] == str(policy[0].resolve())
+    assert run_cli(*args)["reused"]  # same settings: nothing recomputed
+    clobber = CliRunner().invoke(app, [*args[:-1], model_dir])  # --out the policy checkpoint itself
+    assert clobber.exit_code != 0 and "not a reward-model directory" in str(clobber.exception)
+
+    orm_dir = orm.save(tmp_path / "orm")
+    think = ["think", "--model", model_dir, "--task", "arith", "--task-args", "digits=1", "--problems", "6",
+             "--n-max", "4", "--strategies", "majority,best-of-n,weighted-majority"]
+    out = tmp_path / "think-orm"
+    r = run_cli(*think, "--orm", str(orm_dir), "--out", str(out))
+    assert set(r["strategies"]) == {"majority", "best-of-n", "weighted-majority"}
+    assert r["reward_model"]["kind"] == "orm" and r["reward_model"]["flops_included"]
+    per_sample = r["reward_model"]["flops_per_sample"]
+    for a, b in zip(r["strategies"]["best-of-n"], r["strategies"]["majority"], strict=True):
+        assert a["flops_per_query"] == pytest.approx(b["flops_per_query"] + a["n"] * per_sample, rel=1e-9)
+    scores = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    assert len(scores) == 6 * 4 and all(0 <= s["score"] <= 1 for s in scores)
+    scorer = RewardScorer(orm_dir)
+    first = TASK.problem("test", 0)
+    completions = [json.loads(line)["completion"] for line in (out / "samples.jsonl").read_text().splitlines()
+                   if json.loads(line)["problem"] == 0]
+    assert [s["score"] for s in scores if s["problem"] == 0] == pytest.approx(scorer(first, completions))
+
+    # the same pool scored by the PRM (min over steps): re-scored, not mixed with the ORM's scores
+    r2 = run_cli(*think, "--prm", str(prm_dir), "--aggregate", "min", "--out", str(out))
+    assert r2["reward_model"]["kind"] == "prm" and r2["reward_model"]["aggregate"] == "min"
+    assert r2["sampling"]["drawn"] == 0 and math.isfinite(r2["strategies"]["best-of-n"][-1]["accuracy"])
+
+    wrong = CliRunner().invoke(app, [*think, "--orm", str(prm_dir), "--out", str(tmp_path / "x")])
+    assert wrong.exit_code != 0 and "holds a PRM" in str(wrong.exception)
+    missing = CliRunner().invoke(app, [*think, "--out", str(tmp_path / "y")])
+    assert missing.exit_code != 0 and "--orm DIR or --prm DIR" in str(missing.exception)
