@@ -27,8 +27,9 @@ def think(
     task_args: Annotated[str, typer.Option(help="Task settings as k=v,k=v, e.g. 'digits=5,ops=add'.")] = "",
     problems: Annotated[int, typer.Option(help="Held-out problems K.")] = 50,
     n_max: Annotated[int, typer.Option(help="Temperature samples per problem (the pool).")] = 16,
-    strategies: Annotated[str, typer.Option(help="Comma-separated: greedy, majority, pass@k "
-                                            "(best-of-n with the verifier as oracle).")] = "greedy,majority,pass@k",
+    strategies: Annotated[str, typer.Option(help="Comma-separated: greedy, majority, pass@k (best-of-n with the "
+                                            "verifier as oracle); with --orm/--prm also best-of-n and "
+                                            "weighted-majority.")] = "greedy,majority,pass@k",
     temperature: Annotated[float, typer.Option(help="Sampling temperature of the pool.")] = 1.0,
     top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Max new tokens per sample (default: 1.5 x the "
@@ -44,6 +45,27 @@ def think(
     prices: Annotated[Path | None, typer.Option(help="Price-table override file (TOML or JSON).")] = None,
     cache: Annotated[Path | None, typer.Option(help="Sample cache (sqlite; default OUT/cache.sqlite).")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda (for --model and --hf).")] = "cpu",
+    orm: Annotated[Path | None, typer.Option(help="Outcome reward model directory (`datawall reward train "
+                                             "--kind orm`): scores samples for best-of-n and "
+                                             "weighted-majority.")] = None,
+    prm: Annotated[Path | None, typer.Option(help="Process reward model directory (`--kind prm`): scores samples "
+                                             "(steps aggregated by --aggregate) when no --orm is given, and guides "
+                                             "step-level search.")] = None,
+    aggregate: Annotated[str, typer.Option(help="A PRM's score of a whole sample from its step scores: last, min "
+                                           "or product.")] = "min",
+    beam_n: Annotated[str | None, typer.Option(help="Beam search (strategy 'beam', needs --prm): candidates per "
+                                               "step N = width x expand, comma-separated (default: expand, "
+                                               "2 expand, ... up to --n-max).")] = None,
+    beam_expand: Annotated[int, typer.Option(help="Beam search: continuations each beam draws per step.")] = 4,
+    beam_aggregate: Annotated[str, typer.Option(help="Beam search: rank beams by the last, min or product of "
+                                                "their step scores.")] = "last",
+    thinking_budgets: Annotated[str | None, typer.Option(help="Budget forcing (s1): thinking-token budgets, "
+                                                         "e.g. 8,16,32,64; the answer is forced when a budget "
+                                                         "runs out.")] = None,
+    thinking_extend: Annotated[int, typer.Option(help="Budget forcing: times an end of thinking before the budget "
+                                                 "is suppressed (s1's 'Wait').")] = 0,
+    difficulty_bins: Annotated[int, typer.Option(help="Difficulty bins of the compute-optimal policy (fewer when "
+                                                 "there are few problems).")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Sample a pool per held-out problem and report accuracy vs samples, FLOPs and dollars per strategy."""
@@ -57,9 +79,17 @@ def think(
         raise DatawallError("--endpoint needs --api-model NAME (the model id the server serves)")
     if endpoint is None and (api_model or api_key_env or chat):
         raise DatawallError("--api-model, --api-key-env and --chat go with --endpoint")
+    orm_scorer, prm_scorer = None, None
+    if orm is not None or prm is not None:
+        from datawall.infer.reward_model import load_scorers
+
+        orm_scorer, prm_scorer = load_scorers(orm, prm, aggregate, device)
+    scorer = orm_scorer or prm_scorer  # the ORM judges whole samples when both are given
     cfg = ThinkConfig(task=task, task_args=parse_task_args(task_args), problems=problems, n_max=n_max,
-                      strategies=parse_strategies(strategies), temperature=temperature, top_p=top_p,
-                      max_tokens=max_tokens, seed=seed)
+                      strategies=parse_strategies(strategies, scorer), temperature=temperature, top_p=top_p,
+                      max_tokens=max_tokens, seed=seed, **search_options(beam_n, beam_expand, beam_aggregate,
+                                                                         thinking_budgets, thinking_extend,
+                                                                         difficulty_bins))
     check_config(cfg)
     price_file = str(prices) if prices else None
     if model is not None:
@@ -78,7 +108,8 @@ def think(
                                  params=api_params)
     store = SampleCache(cache) if cache else None
     try:
-        results = run_think(backend, cfg, out, cache=store, quiet=as_json)
+        results = run_think(backend, cfg, out, cache=store, quiet=as_json, scorer=scorer,
+                            step_scorer=prm_scorer.step_scores if prm_scorer else None)
     finally:
         if store:
             store.close()
@@ -89,13 +120,42 @@ def think(
         return
     s = results["sampling"]
     stderr.print(f"{s['drawn']} samples drawn, {s['from_cache']} from the cache, {s['from_files']} already in {out}")
+    if rm := results.get("reward_model"):
+        how = f" ({rm['aggregate']} over steps)" if rm.get("aggregate") else ""
+        per = f"{rm['flops_per_sample']:.3g} FLOPs per sample" if rm["flops_included"] else "cost unknown"
+        stderr.print(f"scored by the {rm['kind'].upper()} {rm['path']}{how}: {per}, charged to "
+                     f"{', '.join(rm['strategies'])}")
     for name, rows in results["strategies"].items():
         best = rows[-1]
         print(f"{name:>9} n={best['n']:<4} accuracy {best['accuracy']:.1%} "
               f"[{best['ci_low']:.1%}, {best['ci_high']:.1%}]  ({rows[0]['accuracy']:.1%} at n={rows[0]['n']})")
+    for p in results.get("thinking_budget", {}).get("points", []):
+        print(f"thinking B={p['budget']:<5} accuracy {p['accuracy']:.1%} [{p['ci_low']:.1%}, {p['ci_high']:.1%}]  "
+              f"({p['thinking_tokens']:.1f} thinking tokens, {p['forced']:.0%} forced)")
+    pol = results.get("policy", {})
+    if pol.get("overall_gain") and pol["overall_gain"][-1] is not None:
+        print(f"compute-optimal policy: {pol['overall'][-1]:.1%} at the largest budget, "
+              f"{pol['overall_gain'][-1]:+.1%} over {pol['baseline']} (per-bin table in the report)")
     print(f"results: {out / 'results.json'}  report: {out / 'report.html'}")
 
 
+def search_options(beam_n: str | None, beam_expand: int, beam_aggregate: str, thinking_budgets: str | None,
+                   thinking_extend: int, difficulty_bins: int) -> dict:
+    """ThinkConfig fields of beam search, budget forcing and the policy, parsed from the flags."""
+    from datawall.infer.thinking_budget import parse_budgets
+
+    try:
+        grid = [int(x) for x in beam_n.split(",") if x.strip()] if beam_n else None
+    except ValueError:
+        raise DatawallError(f"--beam-n {beam_n!r}: expected comma-separated integers, e.g. 4,8,16") from None
+    budgets = list(parse_budgets(thinking_budgets)) if thinking_budgets else []
+    return {"beam_n": grid, "beam_expand": beam_expand, "beam_aggregate": beam_aggregate,
+            "thinking_budgets": budgets, "thinking_extend": thinking_extend, "difficulty_bins": difficulty_bins}
+
+
 def register(app: typer.Typer) -> None:
-    """Add `think` to the root app."""
+    """Add `think` and `think-compare` to the root app."""
+    from datawall.commands.think_compare import think_compare
+
     app.command("think")(think)
+    app.command("think-compare")(think_compare)

@@ -21,15 +21,23 @@ import numpy as np
 from datawall.atomic import atomic_write_json, atomic_write_text
 from datawall.errors import DatawallError
 from datawall.infer.backends import Backend, Completion, mix_seed
+from datawall.infer.beam_search import BeamConfig, StepScorer, beam_grid
 from datawall.infer.coverage_law import fit_coverage_law
 from datawall.infer.curves import STRATEGIES, Curve, pools_from_rows, results_json, single_curve, strategy_curves
+from datawall.infer.reward_scoring import charge_scoring, score_rows, scoring_summary, write_scores
 from datawall.infer.sample_cache import SampleCache, params_key
+from datawall.infer.think_policy import policy_json
+from datawall.infer.think_report import policy_blocks, thinking_blocks
+from datawall.infer.think_search import run_beam, run_thinking
+from datawall.infer.thinking_budget import ThinkingConfig
 from datawall.progress import progress_bar
 from datawall.tasks import Problem, get_task
 
 THINK_STRATEGIES = ("greedy", "majority", "pass@k")
+SEARCH_STRATEGIES = ("beam",)  # need a step scorer (a process reward model); see infer/beam_search.py
 ALIASES = {"best-of-n-oracle": "pass@k", "pass": "pass@k", "maj": "majority"}
-# hook for reward-model strategies (best-of-n, weighted-majority): scores each completion of a problem
+# reward model for best-of-n and weighted-majority: scores each completion of a problem, after sampling; one
+# with `flops(prompt, completion)` and `identity` (datawall.infer.reward_model.RewardScorer) has its cost charged
 Scorer = Callable[[Problem, list[str]], list[float]]
 BATCH_PROMPTS = 16
 
@@ -49,6 +57,12 @@ class ThinkConfig:
     seed: int = 0
     split: str = "test"
     n_boot: int = 1000
+    beam_n: list[int] | None = None  # N = width x expand per step (default: expand, 2 expand, ... <= n_max)
+    beam_expand: int = 4
+    beam_aggregate: str = "last"
+    thinking_budgets: list[int] = field(default_factory=list)  # empty: no budget forcing
+    thinking_extend: int = 0  # times an early end of thinking is suppressed (s1's "Wait")
+    difficulty_bins: int = 5
 
 
 def parse_strategies(text: str, scorer: Scorer | None = None) -> list[str]:
@@ -58,9 +72,9 @@ def parse_strategies(text: str, scorer: Scorer | None = None) -> list[str]:
         raise DatawallError("--strategies: give at least one of " + ", ".join(THINK_STRATEGIES))
     for name in names:
         if name in STRATEGIES and STRATEGIES[name] and scorer is None:
-            raise DatawallError(f"--strategies: {name!r} needs a reward model to score samples, which think "
-                                f"does not have yet; use {', '.join(THINK_STRATEGIES)}")
-        if name not in THINK_STRATEGIES and name not in STRATEGIES:
+            raise DatawallError(f"--strategies: {name!r} needs a reward model to score samples "
+                                f"(--orm DIR or --prm DIR; train one with `datawall reward train`)")
+        if name not in THINK_STRATEGIES and name not in STRATEGIES and name not in SEARCH_STRATEGIES:
             raise DatawallError(f"--strategies: unknown strategy {name!r}; known: {', '.join(THINK_STRATEGIES)}")
     return list(dict.fromkeys(names))
 
@@ -77,6 +91,13 @@ def check_config(cfg: ThinkConfig) -> None:
         raise DatawallError(f"--max-tokens must be >= 1, got {cfg.max_tokens}")
     if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
         raise DatawallError(f"--top-p must be in (0, 1], got {cfg.top_p}")
+    if cfg.difficulty_bins < 1:
+        raise DatawallError(f"--difficulty-bins must be >= 1, got {cfg.difficulty_bins}")
+    if "beam" in cfg.strategies:
+        BeamConfig(n=cfg.beam_expand, expand=cfg.beam_expand, aggregate=cfg.beam_aggregate)  # one-line errors
+        beam_grid(cfg.n_max, cfg.beam_expand, cfg.beam_n)
+    if cfg.thinking_budgets:
+        ThinkingConfig(tuple(cfg.thinking_budgets), extend=cfg.thinking_extend)
 
 
 def default_max_tokens(task, backend: Backend, problems: list[Problem], slack: float = 1.5) -> int:
@@ -139,9 +160,8 @@ def _check_run(out: Path, settings: dict) -> None:
 class _Sampler:
     """Draws the samples a file lacks: cache first, then the backend, batched by missing indices."""
 
-    def __init__(self, task, backend: Backend, cache: SampleCache, params: dict, seed: int,
-                 scorer: Scorer | None, bar, job):
-        self.task, self.backend, self.cache, self.scorer = task, backend, cache, scorer
+    def __init__(self, task, backend: Backend, cache: SampleCache, params: dict, seed: int, bar, job):
+        self.task, self.backend, self.cache = task, backend, cache
         self.params, self.seed = params, seed
         self.pkey = params_key(**params)
         self.bar, self.job = bar, job
@@ -180,18 +200,9 @@ class _Sampler:
         return SampleCache.key(self.backend.identity, p.prompt, self.pkey)
 
     def _row(self, p: Problem, comps: dict[int, Completion]) -> list[dict]:
-        order = sorted(comps)
-        scores = self.scorer(p, [comps[j].text for j in order]) if self.scorer else None
-        rows = []
-        for k, j in enumerate(order):
-            c = comps[j]
-            row = {"problem": p.index, "sample": j, "completion": c.text, "answer": self.task.extract_answer(c.text),
-                   "reward": float(self.task.verify(p, c.text)), "tokens": c.completion_tokens,
-                   "prompt_tokens": c.prompt_tokens, "seconds": c.seconds}
-            if scores is not None:
-                row["score"] = float(scores[k])
-            rows.append(row)
-        return rows
+        return [{"problem": p.index, "sample": j, "completion": c.text, "answer": self.task.extract_answer(c.text),
+                 "reward": float(self.task.verify(p, c.text)), "tokens": c.completion_tokens,
+                 "prompt_tokens": c.prompt_tokens, "seconds": c.seconds} for j, c in sorted(comps.items())]
 
 
 def _pools(rows: dict[tuple[int, int], dict], problems: int, n: int):
@@ -206,9 +217,15 @@ def _pools(rows: dict[tuple[int, int], dict], problems: int, n: int):
 
 
 def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: SampleCache | None = None,
-              scorer: Scorer | None = None, quiet: bool = False) -> dict:
-    """Sample, verify, build curves and write OUT/{samples.jsonl,greedy.jsonl,results.json,*.png,report.html}."""
+              scorer: Scorer | None = None, quiet: bool = False, step_scorer: StepScorer | None = None) -> dict:
+    """Sample, verify, build curves and write OUT/{samples.jsonl,greedy.jsonl,results.json,*.png,report.html}.
+
+    With "beam" among the strategies, `step_scorer` guides a step-level beam search (OUT/beam.jsonl); with
+    cfg.thinking_budgets, budget forcing runs at each budget (OUT/thinking.jsonl, results["thinking_budget"]).
+    """
     check_config(cfg)
+    if "beam" in cfg.strategies and step_scorer is None:
+        raise DatawallError("--strategies beam needs a step scorer (a process reward model, --prm DIR)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     task = get_task(cfg.task, **cfg.task_args)
@@ -219,6 +236,9 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
                      "max_tokens": max_tokens, "seed": cfg.seed})
     own_cache = cache is None
     cache = cache or SampleCache(out / "cache.sqlite")
+    cost = backend.cost_model()
+    search: dict[str, Curve] = {}
+    extra: dict = {}
     greedy = "greedy" in cfg.strategies
     sample_path, greedy_path = out / "samples.jsonl", out / "greedy.jsonl"
     have = {(r["problem"], r["sample"]): r for r in read_rows(sample_path)}
@@ -231,31 +251,40 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
         with progress_bar(rate_unit="", disable=quiet) as bar:
             job = bar.add_task("think", total=cfg.problems * (cfg.n_max + greedy), rate="", info="samples")
             common = {"max_tokens": max_tokens, "top_p": cfg.top_p, "stop": None}
-            sampler = _Sampler(task, backend, cache, {**common, "temperature": cfg.temperature}, cfg.seed,
-                               scorer, bar, job)
+            sampler = _Sampler(task, backend, cache, {**common, "temperature": cfg.temperature}, cfg.seed, bar, job)
             sampler.fill(sample_path, problems, cfg.n_max, have)
             drawn += sampler.drawn
             if greedy:
-                g = _Sampler(task, backend, cache, {**common, "temperature": 0.0}, cfg.seed, None, bar, job)
+                g = _Sampler(task, backend, cache, {**common, "temperature": 0.0}, cfg.seed, bar, job)
                 g.fill(greedy_path, problems, 1, have_greedy)
                 drawn += g.drawn
+        search, extra = _search(task, backend, problems, cfg, out, cache, step_scorer, max_tokens, cost, quiet)
     finally:
         if own_cache:
             cache.close()
 
-    cost = backend.cost_model()
+    scored = [s for s in cfg.strategies if STRATEGIES.get(s)]  # best-of-n, weighted-majority
+    score_flops = _score(have, problems, cfg.n_max, scorer, out, quiet) if scorer is not None and scored else None
     pools = _pools(have, cfg.problems, cfg.n_max)
     curves: dict[str, Curve] = {}
-    pooled = [s for s in cfg.strategies if s != "greedy"]
+    pooled = [s for s in cfg.strategies if s != "greedy" and s not in SEARCH_STRATEGIES]
     pooled_curves = strategy_curves(pools, pooled, cost=cost, seed=cfg.seed) if pooled else {}
     for name in cfg.strategies:
         if name == "greedy":
             rs = [have_greedy[(i, 0)] for i in range(cfg.problems)]
             curves[name] = single_curve("greedy", [r["reward"] for r in rs], [r["prompt_tokens"] for r in rs],
                                         [r["tokens"] for r in rs], cost, [r["seconds"] for r in rs])
+        elif name in search:
+            curves[name] = search[name]
         else:
             curves[name] = pooled_curves[name]
+    if score_flops is not None:
+        curves |= {name: charge_scoring(curves[name], score_flops, cost.price) for name in scored}
     results = results_json(curves, n_boot=cfg.n_boot, seed=cfg.seed)
+    if score_flops is not None:
+        results["reward_model"] = scoring_summary(scorer, score_flops, cost.price, scored)
+    policy_curves = {**curves, **{k: c for k, c in search.items() if k not in curves}}
+    results |= extra | {"policy": policy_json(policy_curves, [p.rewards.mean() for p in pools], cfg.difficulty_bins)}
     results |= {"task": cfg.task, "task_args": cfg.task_args, "split": cfg.split, "problems": cfg.problems,
                 "n_max": cfg.n_max, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": max_tokens,
                 "seed": cfg.seed, "backend": backend.identity, "price": cost.price.model_dump(),
@@ -265,6 +294,37 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
     results["plots"] = write_plots(out, curves, results)
     atomic_write_json(out / "results.json", results)
     return results
+
+
+def _score(rows: dict[tuple[int, int], dict], problems: list[Problem], n: int, scorer: Scorer, out: Path,
+           quiet: bool):
+    """Reward-model scores of the whole pool (rows updated in memory, OUT/scores.jsonl) and their FLOPs [P, n]."""
+    with progress_bar(rate_unit="", disable=quiet) as bar:
+        job = bar.add_task("score", total=len(problems) * n, rate="", info="reward model")
+        flops = score_rows(rows, problems, n, scorer, progress=lambda k: bar.advance(job, k))
+    name = getattr(scorer, "identity", {}).get("path", getattr(scorer, "__name__", type(scorer).__name__))
+    write_scores(out / "scores.jsonl", rows, problems, n, name)
+    return flops
+
+
+def _search(task, backend: Backend, problems: list[Problem], cfg: ThinkConfig, out: Path, cache: SampleCache,
+            step_scorer: StepScorer | None, max_tokens: int, cost, quiet: bool) -> tuple[dict[str, Curve], dict]:
+    """Beam search and thinking budgets, when asked for: their curves and their results.json sections."""
+    curves: dict[str, Curve] = {}
+    extra: dict = {}
+    if "beam" in cfg.strategies:
+        base = BeamConfig(n=cfg.beam_expand, expand=cfg.beam_expand, aggregate=cfg.beam_aggregate,
+                          max_tokens=max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+        grid = beam_grid(cfg.n_max, cfg.beam_expand, cfg.beam_n)
+        curves["beam"], extra["beam"] = run_beam(task, backend, problems, grid, base, step_scorer, cost, cache, out,
+                                                 quiet)
+    if cfg.thinking_budgets:
+        answer = max(backend.count_tokens(p.answer) or len(p.answer) for p in problems) + 4
+        tcfg = ThinkingConfig(tuple(cfg.thinking_budgets), answer_tokens=answer, extend=cfg.thinking_extend,
+                              seed=cfg.seed)
+        curves["thinking-budget"], extra["thinking_budget"] = run_thinking(task, backend, problems, tcfg, cost, cache,
+                                                                           out, cfg.n_boot, quiet)
+    return curves, extra
 
 
 def _coverage_law(curve: Curve | None, pools) -> dict:
@@ -316,6 +376,9 @@ def write_plots(out: Path, curves: dict[str, Curve], results: dict) -> list[str]
              for name, rows in results["strategies"].items() for r in rows]
     blocks += [("h2", "strategies"), ("table", header, table), ("h2", "coverage law"),
                ("pre", json.dumps(results["coverage_law"], indent=2))]
+    thinking, thinking_files = thinking_blocks(out, results)
+    blocks += thinking + policy_blocks(results)
+    files += thinking_files
     atomic_write_text(out / "report.html", html_page("datawall think", blocks))
     return [*files, "report.html"]
 

@@ -1,0 +1,63 @@
+"""A tiny 2-digit-addition policy shared by the think search tests (trained once per test session)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from datawall.data import ExampleStream, Tokenizer, task_docs
+from datawall.model import Transformer, model_config, save_checkpoint
+from datawall.tasks import get_task
+
+TASK_ARGS = {"digits": 2}
+TASK = get_task("arith", **TASK_ARGS)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: these models' matmuls are too small to gain from two, and a busy shared
+    machine stalls a two-thread pool badly (seen: 6x slower training)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def trained_policy(base: Path) -> Path:
+    """A 100k model after 200 steps on 2-digit addition: the scratchpad's format, rarely the right answer.
+
+    Saved under the session's base temp directory, so every test module that asks reuses the same one.
+    """
+    path = base / "tiny-arith-2digit"
+    if (path / "model.safetensors").exists():
+        return path
+    with one_thread():
+        torch.manual_seed(0)
+        tok = Tokenizer.for_chars(TASK.alphabet)
+        model = Transformer(model_config("100k", vocab_size=tok.vocab_size, max_seq_len=48))
+        stream = ExampleStream(task_docs(TASK, tok, "train", count=2000), tok.pad_id, seed=0)
+        opt = torch.optim.AdamW(model.parameters(), lr=4e-3)
+        for step in range(200):
+            x, y = stream.batch(step, 32)
+            loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        return save_checkpoint(path, model, tok)
+
+
+def line_scorer(problems):
+    """A cheap, informative step scorer: 1 where a step equals the reference solution's line, else 0."""
+    refs = {p.prompt: TASK.solution(p).splitlines() for p in problems}
+
+    def score(prompt: str, steps: list[str]) -> list[float]:
+        ref = refs[prompt]
+        return [1.0 if i < len(ref) and s.rstrip("\n") == ref[i] else 0.0 for i, s in enumerate(steps)]
+
+    return score
