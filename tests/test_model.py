@@ -133,3 +133,36 @@ def test_flops_convention():
     by_hand = sum(infer_flops_per_token(cfg, c) for c in range(1, 11))
     by_hand += 4 * sum(infer_flops_per_token(cfg, c) for c in range(11, 11 + 7))
     assert sample_flops(cfg, prompt_len=10, new_tokens=8, n=4) == pytest.approx(by_hand)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_shared_prefix_attention_equals_copied_prefix(kv_heads):
+    model = tiny(n_kv_heads=kv_heads)
+    n, steps = 3, 6
+    prompts = torch.randint(0, 19, (2, 7))
+    with torch.no_grad():
+        copied, shared = model.new_cache(2, 7 + steps), model.new_cache(2, 7 + steps)
+        for cache in (copied, shared):
+            cache.set_padding([0, 3])  # the second prompt is 4 tokens, left-padded
+            model(prompts, cache)
+        copied.keep(torch.arange(2).repeat_interleave(n))
+        shared.share_prefix(n)
+        assert shared.prefix.shape[2] == 2 and shared.batch_size == 2 * n and shared.max_len == 7 + steps
+        with pytest.raises(ValueError, match="one token per row"):
+            model(torch.zeros(2 * n, 2, dtype=torch.long), shared)
+        tokens = torch.randint(0, 19, (2 * n, steps))
+        for t in range(steps):
+            if t == 4:  # dropping rows copies the prefix back into every row kept
+                rows = torch.tensor([5, 0, 2, 3])
+                copied.keep(rows)
+                shared.keep(rows)
+                tokens = tokens[rows]
+                assert shared.prefix is None
+            a = model(tokens[:, t : t + 1], copied)
+            b = model(tokens[:, t : t + 1], shared)
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+        # both equal running each row's whole sequence without a cache (row 0 is sample 2 of the padded prompt)
+        ref_padded = model(torch.cat([prompts[1:, 3:], tokens[:1]], 1))
+        ref_plain = model(torch.cat([prompts[:1], tokens[1:2]], 1))
+    torch.testing.assert_close(b[0, 0], ref_padded[0, -1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(b[1, 0], ref_plain[0, -1], atol=1e-5, rtol=0)

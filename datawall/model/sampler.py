@@ -60,10 +60,11 @@ def _row_keys(seed: int, prompts: list[tuple[int, ...]], n: int) -> np.ndarray:
     return _mix(np.array(keys, dtype=np.uint64) ^ seed_key)
 
 
-def _uniforms(keys: np.ndarray, step: int) -> np.ndarray:
-    """One float64 in [0, 1) per row key for this decoding step."""
+def _uniforms(keys: np.ndarray, first_step: int, steps: int) -> np.ndarray:
+    """Floats in [0, 1) [len(keys), steps]: one per row key for each decoding step from first_step on."""
     with np.errstate(over="ignore"):
-        bits = _mix(keys ^ _mix(np.array([step], dtype=np.uint64)))
+        step_keys = _mix(np.arange(first_step, first_step + steps, dtype=np.uint64))
+        bits = _mix(keys[:, None] ^ step_keys[None, :])
     return (bits >> _U64(11)).astype(np.float64) * 2.0**-53
 
 
@@ -73,7 +74,7 @@ def _pick(
     """Token per row from logits [B, V]: argmax at temperature 0, else inverse-CDF sampling at uniforms u [B]."""
     if temperature == 0:
         return logits.argmax(-1)
-    scaled = logits / temperature
+    scaled = logits if temperature == 1 else logits / temperature
     if top_k is not None and top_k < scaled.shape[-1]:
         kth = scaled.topk(top_k, dim=-1).values[:, -1:]
         scaled = scaled.masked_fill(scaled < kth, float("-inf"))
@@ -178,43 +179,87 @@ def generate(
     cache.set_padding([width - len(s) for s in distinct])
     logits = model(prefill.to(dev), cache, last_only=True)[:, -1]
     where = {s: r for r, s in enumerate(distinct)}
+    if n == 1:
+        cache.keep(torch.tensor([where[s] for s in seqs], device=dev))
+    else:
+        # every prompt's n rows attend to one copy of its cached keys (a repeated prompt gets one per copy)
+        if len(seqs) != len(distinct):
+            cache.keep(torch.tensor([where[s] for s in seqs], device=dev))
+        cache.share_prefix(n)
     source = torch.tensor([where[s] for s in seqs for _ in range(n)], device=dev)
-    cache.keep(source)
     logits = logits.index_select(0, source)
 
     alive = list(range(rows))  # the original row of each batch row
-    done = [False] * rows
+    alive_t = torch.arange(rows, device=dev)
+    kept = {row: 0 for row, limit in enumerate(limits) if limit == 0}  # finished row -> tokens it keeps
+    by_limit: dict[int, list[int]] = {}  # step -> rows whose token budget ends there
+    for row, limit in enumerate(limits):
+        by_limit.setdefault(limit - 1, []).append(row)
+    # tokens and logprobs stay on the device, one column per step; rows are cut to their length at the end
+    token_buf = torch.zeros((rows, max(limits)), dtype=torch.long, device=dev)
+    lp_buf = torch.zeros((rows, max(limits)), dtype=torch.float32, device=dev) if return_logprobs else None
+    chunk = 32  # steps of uniforms drawn at once
     for step in range(max(limits)):
-        u = torch.from_numpy(_uniforms(keys[alive], step)).to(dev)
-        tokens = _pick(logits, u, temperature, top_k, top_p)
-        token_list = tokens.tolist()
-        if return_logprobs:
-            lp = torch.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1).tolist()
-        for b, row in enumerate(alive):
-            if done[b]:
-                continue
-            ids_out[row].append(token_list[b])
-            if return_logprobs:
-                lps_out[row].append(lp[b])
-            if token_list[b] == tokenizer.eos_id and not ignore_eos:
-                reason[row] = "stop"
-            elif stop and _hit_stop(tokenizer, ids_out[row], stop, texts, row):
-                reason[row] = "stop"
-            elif len(ids_out[row]) < limits[row]:
-                continue
-            done[b] = True
-        n_done = sum(done)
+        if step % chunk == 0:
+            u_all = torch.from_numpy(_uniforms(keys, step, chunk)).to(dev)
+            u_alive = u_all.index_select(0, alive_t) if len(alive) < rows else u_all
+        tokens = _pick(logits, u_alive[:, step % chunk], temperature, top_k, top_p)
+        token_buf[:, step].index_copy_(0, alive_t, tokens)
+        if lp_buf is not None:
+            lp = torch.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1)
+            lp_buf[:, step].index_copy_(0, alive_t, lp)
+        n_done = _finish(tokenizer, step, tokens, alive, kept, by_limit, reason, texts, ids_out, stop, ignore_eos)
         if n_done == len(alive):
             break
         if n_done * 4 >= len(alive):
             # drop finished rows once they are a quarter of the batch (the cache copy costs about one step)
-            keep = [b for b, d in enumerate(done) if not d]
-            alive, done = [alive[b] for b in keep], [False] * len(keep)
+            keep = [b for b, row in enumerate(alive) if row not in kept]
+            alive = [alive[b] for b in keep]
             keep_t = torch.tensor(keep, device=dev)
+            alive_t = alive_t.index_select(0, keep_t)
+            u_alive = u_all.index_select(0, alive_t)
             cache.keep(keep_t)
             tokens = tokens.index_select(0, keep_t)
         logits = model(tokens[:, None], cache, last_only=True)[:, -1]
+    token_rows = token_buf.tolist()
+    lp_rows = lp_buf.tolist() if lp_buf is not None else None
+    for row in range(rows):
+        ids_out[row] = token_rows[row][: kept[row]]
+        if lp_rows is not None:
+            lps_out[row] = lp_rows[row][: kept[row]]
     return _collect(tokenizer, seqs, n, ids_out, lps_out, reason, texts, return_logprobs)
+
+
+def _finish(
+    tokenizer,
+    step: int,
+    tokens: torch.Tensor,
+    alive: list[int],
+    kept: dict[int, int],
+    by_limit: dict[int, list[int]],
+    reason: list[str],
+    texts: list[str | None],
+    ids_out: list[list[int]],
+    stop: list[str],
+    ignore_eos: bool,
+) -> int:
+    """Record the rows that finish at this step (eos, then a stop string, then the token budget) in kept and
+    reason; return how many batch rows are finished. Without eos or stop strings nothing is read back here."""
+    if not ignore_eos:
+        for b in (tokens == tokenizer.eos_id).nonzero().squeeze(1).tolist():
+            if alive[b] not in kept:
+                kept[alive[b]], reason[alive[b]] = step + 1, "stop"
+    if stop:
+        for b, token in enumerate(tokens.tolist()):
+            row = alive[b]
+            if row in kept and kept[row] <= step:
+                continue
+            ids_out[row].append(token)
+            if row not in kept and _hit_stop(tokenizer, ids_out[row], stop, texts, row):
+                kept[row], reason[row] = step + 1, "stop"
+    for row in by_limit.get(step, ()):
+        kept.setdefault(row, step + 1)
+    return sum(row in kept for row in alive)
 
 
 def _hit_stop(tokenizer, ids: list[int], stop: list[str], texts: list[str | None], row: int) -> bool:

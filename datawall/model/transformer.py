@@ -29,18 +29,48 @@ def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(xc * rc).flatten(-2).type_as(x)
 
 
-def decode_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+def rotate(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Multiply x [B, T, heads, head_dim] (interleaved pairs) by complex rotations [B or 1, T, heads, head_dim/2]."""
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(xc * rot).flatten(-2).type_as(x)
+
+
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Attention of one new token per row: q [B, 1, H, hd] (already scaled by hd**-0.5) over k, v [B, KV, S, hd]
+    -> [B, 1, H * hd]. bias: additive [B * KV, 1, S] (KVCache.decode_bias) or None.
+    """
+    # two batched matmuls beat SDPA's flash kernel here (it tiles for long queries); GQA without copies:
+    # each (row, kv head) is one batch entry whose H // KV query heads are the rows of a small matmul
+    B, _, H, hd = q.shape
+    kv, S = k.shape[1], k.shape[2]
+    q3 = q.reshape(B * kv, H // kv, hd)
+    kt = k.flatten(0, 1).transpose(1, 2)
+    scores = torch.bmm(q3, kt) if bias is None else torch.baddbmm(bias, q3, kt)
+    y = torch.bmm(scores.softmax(-1), v.reshape(B * kv, S, hd))
+    return y.view(B, 1, H * hd)
+
+
+def shared_prefix_attention(
+    q: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """Attention of one new token per row: q [B, H, 1, hd] over k, v [B, KV, S, hd] -> [B, H, 1, hd]."""
-    # two batched matmuls beat SDPA's flash kernel here (it tiles for long queries); GQA without copies
-    B, H, _, hd = q.shape
-    kv = k.shape[1]
-    qg = q.reshape(B, kv, H // kv, hd)
-    scores = torch.matmul(qg, k.transpose(-1, -2)).mul_(hd**-0.5)
-    if mask is not None:
-        scores.masked_fill_(~mask, float("-inf"))
-    return torch.matmul(scores.softmax(-1), v).view(B, H, 1, hd)
+    """decode_attention for rows in P groups of n that share a prefix: q [B = P * n, 1, H, hd] (scaled) over the
+    group's prefix pk, pv [P, KV, Lp, hd] (additive bias [P * KV, 1, Lp] or None) then the row's own k, v."""
+    # The prefix's keys are read once per group, in one [n * H/KV, hd] x [hd, Lp] matmul per (prefix, kv head)
+    # instead of n row-sized ones; one softmax over both parts keeps the result exact.
+    B, _, H, hd = q.shape
+    P, kv, lp = pk.shape[:3]
+    n, g = B // P, H // kv
+    q5 = q.view(P, n, kv, g, hd)
+    qp = q5.transpose(1, 2).reshape(P * kv, n * g, hd)
+    pkt = pk.flatten(0, 1).transpose(1, 2)
+    sp = torch.bmm(qp, pkt) if bias is None else torch.baddbmm(bias, qp, pkt)
+    sp = sp.view(P, kv, n, g, lp).transpose(1, 2).reshape(B * kv, g, lp)
+    ss = torch.bmm(q5.reshape(B * kv, g, hd), k.flatten(0, 1).transpose(1, 2))
+    probs = torch.cat([sp, ss], dim=-1).softmax(-1)
+    pp = probs[..., :lp].reshape(P, n, kv, g, lp).transpose(1, 2).reshape(P * kv, n * g, lp)
+    yp = torch.bmm(pp, pv.flatten(0, 1)).view(P, kv, n, g, hd).transpose(1, 2)
+    y = torch.bmm(probs[..., lp:], v.flatten(0, 1)).view(P, n, kv, g, hd) + yp
+    return y.view(B, 1, H * hd)
 
 
 class RMSNorm(nn.Module):
@@ -52,6 +82,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # one fused kernel, no autograd
         return rms_norm(x, self.weight, self.eps)
 
 
@@ -70,23 +102,37 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         B, T, _ = x.shape
         h, kv = self.n_heads, self.n_kv_heads
+        if cache is not None:
+            return self._cached(x, rope, cache, mask)
         # split (not slicing) so the backward pass is one cat instead of zero-filled buffers per slice
         qk, v = self.wqkv(x).view(B, T, h + 2 * kv, self.head_dim).split([h + kv, kv], dim=2)
         q, k = apply_rope(qk, rope).split([h, kv], dim=2)
         # SDPA takes strided [B, heads, T, head_dim] views; no .contiguous() copies needed
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        gqa = h != kv
-        if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        else:
-            k, v = cache.update(self.layer, k, v)
-            if T == 1:
-                y = decode_attention(q, k, v, mask)
-            else:
-                causal = mask is None
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=h != kv)
         # SDPA's output is laid out [B, T, heads, head_dim] in memory, so this reshape is free
         return self.wo(y.transpose(1, 2).reshape(B, T, h * self.head_dim))
+
+    def _cached(self, x: torch.Tensor, rot: torch.Tensor, cache: KVCache, mask: torch.Tensor | None) -> torch.Tensor:
+        """Inference through a cache; rot rotates q and k and leaves v as it is (Transformer.forward builds it),
+        so that one complex multiply covers the whole projection and keys and values go to the cache in one copy;
+        it also applies attention's 1/sqrt(head_dim) to q. mask: a decode bias (one token per row) or SDPA's
+        boolean mask."""
+        B, T, _ = x.shape
+        h, kv = self.n_heads, self.n_kv_heads
+        qkv = rotate(F.linear(x, self.wqkv.weight).view(B, T, h + 2 * kv, self.head_dim), rot)
+        k, v = cache.write(self.layer, qkv[:, :, h:])
+        if T == 1:
+            if cache.prefix is None:
+                return F.linear(decode_attention(qkv[:, :, :h], k, v, mask), self.wo.weight)
+            pk, pv = cache.prefix[self.layer]
+            y = shared_prefix_attention(qkv[:, :, :h], pk, pv, k, v, cache.prefix_bias)
+            return F.linear(y, self.wo.weight)
+        q = qkv[:, :, :h].transpose(1, 2)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None, scale=1.0, enable_gqa=h != kv
+        )
+        return F.linear(y.transpose(1, 2).reshape(B, T, h * self.head_dim), self.wo.weight)
 
 
 class MLP(nn.Module):
@@ -116,6 +162,14 @@ class Block(nn.Module):
     ) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), rope, cache, mask)
         return x + self.mlp(self.mlp_norm(x))
+
+    def cached(self, x: torch.Tensor, rot: torch.Tensor, cache: KVCache, mask: torch.Tensor | None) -> torch.Tensor:
+        """forward through a cache, calling its sublayers' functions directly: a decode step is short enough that
+        nn.Module call overhead shows (hooks registered on the sublayers do not run here)."""
+        an, mn, w13, w2 = self.attn_norm, self.mlp_norm, self.mlp.w13.weight, self.mlp.w2.weight
+        x = x + self.attn._cached(F.rms_norm(x, an.weight.shape, an.weight, an.eps), rot, cache, mask)
+        h = F.rms_norm(x, mn.weight.shape, mn.weight, mn.eps)
+        return x + F.linear(swiglu(F.linear(h, w13)), w2)
 
 
 class Transformer(nn.Module):
@@ -157,25 +211,40 @@ class Transformer(nn.Module):
                 raise ValueError(f"sequence length {T} exceeds max_seq_len {self.config.max_seq_len}")
             rope, mask = self.rope[:T], None
         else:
-            if cache.length + T > cache.max_len:
-                raise ValueError(f"KV cache of {cache.max_len} positions cannot take {T} more after {cache.length}")
-            if cache.pad is None:
-                if cache.length + T > self.config.max_seq_len:
-                    raise ValueError(f"position {cache.length + T} exceeds max_seq_len {self.config.max_seq_len}")
-                rope = self.rope[cache.length : cache.length + T]
-            else:
-                # a padded row that ran past its context (a finished sample not yet dropped) reuses the last
-                # position; its outputs are never read
-                rope = self.rope[cache.positions(T).clamp_(max=self.config.max_seq_len - 1)]
-            mask = cache.attn_mask(T)
+            rope = self._cache_rotation(cache, T)
+            mask = cache.decode_bias(self.tok_emb.weight.dtype) if T == 1 else cache.attn_mask(T)
         x = self.tok_emb(idx)
         for block in self.blocks:
-            x = block(x, rope, cache, mask)
+            x = block(x, rope, cache, mask) if cache is None else block.cached(x, rope, cache, mask)
         if cache is not None:
             cache.advance(T)
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.norm(x)).float()
+
+    def _cache_rotation(self, cache: KVCache, T: int) -> torch.Tensor:
+        """Complex RoPE rotations [B or 1, T, n_heads + 2 n_kv_heads, head_dim/2] of the next T positions: q and k
+        heads rotate (q's also scaled by 1/sqrt(head_dim)), v heads get 1 (an exact no-op), so attention rotates
+        and scales its whole projection in one multiply."""
+        cfg = self.config
+        if cache.prefix is not None and T != 1:
+            raise ValueError("a KV cache with a shared prefix takes one token per row at a time")
+        if cache.length + T > cache.max_len:
+            raise ValueError(f"KV cache of {cache.max_len} positions cannot take {T} more after {cache.length}")
+        if cache.pad is None:
+            if cache.length + T > cfg.max_seq_len:
+                raise ValueError(f"position {cache.length + T} exceeds max_seq_len {cfg.max_seq_len}")
+            angles = self.rope[None, cache.length : cache.length + T]
+        else:
+            # a padded row that ran past its context (a finished sample not yet dropped) reuses the last
+            # position; its outputs are never read
+            angles = self.rope[cache.positions(T).clamp_(max=cfg.max_seq_len - 1)]
+        qk = cfg.n_heads + cfg.n_kv_heads
+        rot = torch.ones((*angles.shape[:2], qk + cfg.n_kv_heads, cfg.head_dim // 2), dtype=torch.complex64,
+                         device=angles.device)
+        rot[:, :, :qk] = torch.view_as_complex(angles.float()).unsqueeze(2)
+        rot[:, :, : cfg.n_heads] *= cfg.head_dim**-0.5
+        return rot
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; non_embedding excludes the token embedding and an untied lm_head (Kaplan et al.)."""
