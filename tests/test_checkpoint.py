@@ -137,3 +137,16 @@ def test_corrupt_or_foreign_directories_give_one_line_errors(saved, tmp_path, da
     with pytest.raises(DatawallError, match=message) as err:
         load_checkpoint(path)
     assert "\n" not in str(err.value)
+
+
+def test_checkpoint_dir_accepts_a_run_directory(tmp_path):
+    from datawall.model import checkpoint_dir
+
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "config.json").write_text('{"run": {}}')  # a run's config, not a model's
+    (run / "checkpoint" / "config.json").write_text('{"model_type": "llama"}')
+    assert checkpoint_dir(run) == run / "checkpoint"
+    assert checkpoint_dir(run / "checkpoint") == run / "checkpoint"
+    with pytest.raises(DatawallError, match="no such directory"):
+        checkpoint_dir(tmp_path / "missing")

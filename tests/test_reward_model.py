@@ -267,3 +267,9 @@ def test_reward_train_prm_cli_and_think_with_reward_models(policy, orm, tmp_path
     assert wrong.exit_code != 0 and "holds a PRM" in str(wrong.exception)
     missing = CliRunner().invoke(app, [*think, "--out", str(tmp_path / "y")])
     assert missing.exit_code != 0 and "--orm DIR or --prm DIR" in str(missing.exception)
+
+
+def test_train_problems_can_start_past_the_policys_own_examples():
+    first = train_problems(TASK, 3, start=500)
+    assert [p.index for p in first] == [500, 501, 502]
+    assert [p.prompt for p in first] == [TASK.problem("train", i).prompt for i in (500, 501, 502)]

@@ -52,6 +52,7 @@ def pretrain(
     as_json: JsonFlag = False,
 ) -> None:
     """Pretrain a model on a task world or a corpus under a token budget D with at most U unique tokens."""
+    from datawall.model import checkpoint_dir
     from datawall.tasks.registry import parse_task_args
     from datawall.train.config import OptimConfig, TrainConfig
     from datawall.train.run import DataSpec, RunSpec, execute
@@ -68,7 +69,7 @@ def pretrain(
                           unique_tokens=parse_count(unique_tokens, "--unique-tokens") if unique_tokens else None,
                           vocab_size=vocab_size),
             size=size,
-            init=str(_checkpoint_dir(init).resolve()) if init else None,
+            init=str(checkpoint_dir(init).resolve()) if init else None,
             train=TrainConfig(tokens=parse_count(tokens, "--tokens"), batch_size=batch_size, seq_len=seq_len,
                               grad_accum=grad_accum, seed=seed, device=device,
                               optim=OptimConfig(lr=lr, schedule=schedule, warmup_frac=warmup)),
@@ -103,12 +104,12 @@ def evaluate(
     as_json: JsonFlag = False,
 ) -> None:
     """Greedy, verifier-scored accuracy of a checkpoint on a task, with a 95% Wilson interval."""
-    from datawall.model import load_checkpoint
+    from datawall.model import checkpoint_dir, load_checkpoint
     from datawall.tasks import get_task
     from datawall.tasks.registry import parse_task_args
     from datawall.train.evaluate import task_accuracy
 
-    ckpt = load_checkpoint(_checkpoint_dir(model))
+    ckpt = load_checkpoint(checkpoint_dir(model))
     name = task or ckpt.meta.get("task")
     if not name:
         raise DatawallError(f"{model}: no --task given and the checkpoint names none")
@@ -140,14 +141,14 @@ def sample(
     as_json: JsonFlag = False,
 ) -> None:
     """Sample completions of a prompt from a checkpoint."""
-    from datawall.model import load_checkpoint
+    from datawall.model import checkpoint_dir, load_checkpoint
     from datawall.model.sampler import generate
 
     if n <= 0 or max_tokens <= 0 or temperature < 0:
         raise DatawallError("--n and --max-tokens must be positive and --temperature >= 0")
     if top_p is not None and not 0 < top_p <= 1:
         raise DatawallError("--top-p must be in (0, 1]")
-    ckpt = load_checkpoint(_checkpoint_dir(model))
+    ckpt = load_checkpoint(checkpoint_dir(model))
     outs = generate(ckpt.model.to(device), ckpt.tokenizer, [prompt], n=n, max_new_tokens=max_tokens,
                     temperature=temperature, top_k=top_k, top_p=top_p, stop=stop, seed=seed, device=device)[0]
     if as_json:
@@ -158,16 +159,6 @@ def sample(
     for i, s in enumerate(outs):
         stderr.print(f"[dim]--- sample {i} ({s.finish_reason}, {s.completion_tokens} tokens)[/dim]")
         print(prompt + s.text)
-
-
-def _checkpoint_dir(path: Path) -> Path:
-    """Accept a checkpoint directory or a run directory holding checkpoint/."""
-    if not path.exists():
-        raise DatawallError(f"{path}: no such directory")
-    if not (path / "config.json").exists() or (path / "checkpoint" / "config.json").exists():
-        if (path / "checkpoint").is_dir():
-            return path / "checkpoint"
-    return path
 
 
 def register(app: typer.Typer) -> None:

@@ -27,6 +27,8 @@ def train(
                                       "step, from rollouts).")] = "orm",
     problems: Annotated[int, typer.Option(help="Train-split problems to sample (held-out ones are never "
                                           "used).")] = 200,
+    first_problem: Annotated[int, typer.Option(help="First train-split problem index: start past the policy's own "
+                                               "U training examples to label problems it has not seen.")] = 0,
     n: Annotated[int, typer.Option(help="Solutions sampled per problem.")] = 8,
     rollouts: Annotated[int, typer.Option(help="PRM: rollouts per step prefix (label = fraction correct).")] = 4,
     label: Annotated[str, typer.Option(help="PRM: soft (fraction of rollouts correct) or hard (any "
@@ -55,7 +57,8 @@ def train(
         raise DatawallError(f"--model {model}: no such directory")
     try:
         cfg = RewardBuildConfig(
-            model=str(model), task=task, task_args=parse_task_args(task_args), kind=kind, problems=problems, n=n,
+            model=str(model), task=task, task_args=parse_task_args(task_args), kind=kind, problems=problems,
+            first_problem=first_problem, n=n,
             rollouts=rollouts, label=label, temperature=temperature, max_tokens=max_tokens, seed=seed,
             train=RewardTrainConfig(epochs=epochs, lr=lr, head_lr=head_lr, batch_size=batch_size,
                                     val_frac=val_frac, seed=seed, device=device))

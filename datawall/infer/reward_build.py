@@ -32,6 +32,8 @@ class RewardBuildConfig(BaseModel):
     task_args: dict[str, str] = {}
     kind: Literal["orm", "prm"] = "orm"
     problems: int = Field(200, ge=1, description="train-split problems to sample solutions for")
+    first_problem: int = Field(0, ge=0, description="index of the first train-split problem; start past the "
+                               "policy's own U training examples to label problems it has not seen")
     n: int = Field(8, ge=1, description="solutions sampled per problem")
     rollouts: int = Field(4, ge=1, description="PRM: Monte-Carlo rollouts per step prefix")
     label: Literal["soft", "hard"] = Field("soft", description="PRM: fraction of correct rollouts, or any correct")
@@ -39,13 +41,6 @@ class RewardBuildConfig(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="new tokens per sample (default 1.5 x longest solution)")
     seed: int = 0
     train: RewardTrainConfig = RewardTrainConfig()
-
-
-def _policy_dir(model: str | Path) -> Path:
-    path = Path(model)
-    if (path / "checkpoint" / "config.json").exists() and not (path / "config.json").exists():
-        return path / "checkpoint"  # a run directory
-    return path
 
 
 def _existing(out: Path, build: dict) -> dict | None:
@@ -62,11 +57,11 @@ def _existing(out: Path, build: dict) -> dict | None:
 
 def build_reward_model(cfg: RewardBuildConfig, out: str | Path, quiet: bool = False, force: bool = False) -> dict:
     """Build (or find already built) the reward model `cfg` describes in `out`; returns its reward_model.json."""
-    from datawall.model import load_checkpoint
+    from datawall.model import checkpoint_dir, load_checkpoint
     from datawall.train.evaluate import solution_budget
 
     out = Path(out)
-    policy_dir = _policy_dir(cfg.model).resolve()
+    policy_dir = checkpoint_dir(cfg.model).resolve()
     build = {**cfg.model_dump(), "model": str(policy_dir)}
     if not force and (done := _existing(out, build)) is not None:
         return done | {"reused": True}
@@ -79,7 +74,7 @@ def build_reward_model(cfg: RewardBuildConfig, out: str | Path, quiet: bool = Fa
             raise DatawallError("--device cuda: no CUDA device is available here (use --device cpu)")
     start = time.perf_counter()
     task = get_task(cfg.task, **cfg.task_args)
-    problems = train_problems(task, cfg.problems)  # refuses anything but the train split
+    problems = train_problems(task, cfg.problems, cfg.first_problem)  # refuses anything but the train split
     ckpt = load_checkpoint(policy_dir)
     policy, tok, device = ckpt.model.to(cfg.train.device).eval(), ckpt.tokenizer, cfg.train.device
     max_tokens = cfg.max_tokens or solution_budget(task, tok, problems)
@@ -100,7 +95,7 @@ def build_reward_model(cfg: RewardBuildConfig, out: str | Path, quiet: bool = Fa
             data |= stats
             examples = prm_examples(solutions, rewards, cfg.label)
     positions = [t for e in examples for t in e.targets]
-    data |= {"split": "train", "problems": cfg.problems, "first_problem": 0, "examples": len(examples),
+    data |= {"split": "train", "problems": cfg.problems, "first_problem": cfg.first_problem, "examples": len(examples),
              "labelled_positions": len(positions), "mean_target": sum(positions) / len(positions),
              "max_tokens": max_tokens}
     del policy

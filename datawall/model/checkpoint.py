@@ -318,6 +318,16 @@ def _load_weights(directory: Path) -> tuple[ModelConfig, Transformer]:
     return cfg, model.eval()
 
 
+def checkpoint_dir(path: str | Path) -> Path:
+    """A checkpoint directory, given it or a run directory holding checkpoint/ (whose config.json is the run's)."""
+    path = Path(path)
+    if not path.exists():
+        raise DatawallError(f"{path}: no such directory")
+    if (path / "checkpoint" / "config.json").exists():
+        return path / "checkpoint"
+    return path
+
+
 def load_checkpoint(directory: str | Path) -> Checkpoint:
     """Load a checkpoint directory; one-line DatawallError naming the file if it is missing, corrupt or foreign."""
     directory = Path(directory)

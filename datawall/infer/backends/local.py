@@ -17,13 +17,9 @@ class LocalBackend:
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", price: str | None = None,
                  prices: str | None = None, batch_size: int = 64):
-        from datawall.model import load_checkpoint
+        from datawall.model import checkpoint_dir, load_checkpoint
 
-        model_dir = Path(model_dir)
-        if not model_dir.is_dir():
-            raise DatawallError(f"{model_dir}: no such model directory")
-        if (model_dir / "checkpoint" / "config.json").exists() and not (model_dir / "config.json").exists():
-            model_dir = model_dir / "checkpoint"  # a run directory
+        model_dir = checkpoint_dir(model_dir)
         if device.startswith("cuda"):
             import torch
 
