@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/datawall pretrain --task arith --task-args digits=3 --size 1m --tokens 1.2M --eval-problems 500 --out runs/demo
+	$(BIN)/datawall study --preset quick --store runs/store --out runs/study-quick
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
