@@ -273,3 +273,17 @@ def test_train_problems_can_start_past_the_policys_own_examples():
     first = train_problems(TASK, 3, start=500)
     assert [p.index for p in first] == [500, 501, 502]
     assert [p.prompt for p in first] == [TASK.problem("train", i).prompt for i in (500, 501, 502)]
+
+
+def test_within_problem_auc_sees_through_a_problem_ranker():
+    from datawall.infer.reward_train import within_problem_auc
+
+    # scores that only say which problem is easy: pooled AUC is high, within each problem they are useless
+    problems = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+    labels = [True, True, True, False, False, True, False, False, True, True]
+    scores = [0.9, 0.9, 0.9, 0.9, 0.2, 0.2, 0.2, 0.2, 0.95, 0.95]
+    assert auc(scores, labels) > 0.8
+    got = within_problem_auc(scores, labels, problems)
+    assert got == {"within_problem_auc": 0.5, "mixed_problems": 2}  # problem 2 is all right: not counted
+    ranked = [0.9, 0.8, 0.7, 0.1, 0.1, 0.3, 0.1, 0.1, 0.5, 0.5]
+    assert within_problem_auc(ranked, labels, problems)["within_problem_auc"] == 1.0

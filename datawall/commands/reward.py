@@ -70,7 +70,8 @@ def train(
     val = info["metrics"].get("val") or {}
     result = {"out": str(out), "kind": info["kind"], "reused": info["reused"], "params": info["params"],
               "base_model": info["base_model"], "data": info["data"], "val_accuracy": val.get("accuracy"),
-              "val_auc": val.get("auc"), "val_outcome_auc": val.get("outcome_auc"), "val_loss": val.get("loss"),
+              "val_auc": val.get("auc"), "val_outcome_auc": val.get("outcome_auc"),
+              "val_within_problem_auc": val.get("within_problem_auc"), "val_loss": val.get("loss"),
               "epochs_run": info["metrics"]["epochs_run"], "cost": info["cost"]}
     if as_json:
         print(json.dumps(result))
@@ -85,7 +86,8 @@ def train(
         return "-" if x is None else f"{x:.3f}"
 
     print(f"held-out train problems: accuracy {fmt(result['val_accuracy'])}  AUC {fmt(result['val_auc'])}  "
-          f"outcome AUC {fmt(result['val_outcome_auc'])}  ({result['epochs_run']} epochs)")
+          f"outcome AUC {fmt(result['val_outcome_auc'])}  within-problem AUC "
+          f"{fmt(result['val_within_problem_auc'])}  ({result['epochs_run']} epochs)")
     print(f"cost: {result['cost']['data_flops']:.3g} FLOPs of data, {result['cost']['train_flops']:.3g} of "
           f"training  ->  {out}")
 

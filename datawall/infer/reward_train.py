@@ -108,8 +108,12 @@ def _batch(rm: RewardModel, items) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 
 @torch.no_grad()
-def evaluate(rm: RewardModel, items, batch_size: int = 64) -> dict:
-    """BCE, accuracy (P > 0.5 vs target >= 0.5) and AUC over every labelled position, and AUC of outcomes."""
+def evaluate(rm: RewardModel, items, batch_size: int = 64, problems: Sequence[int] | None = None) -> dict:
+    """BCE, accuracy (P > 0.5 vs target >= 0.5) and AUC over every labelled position, and AUC of outcomes.
+
+    With `problems` (one per item) also the mean outcome AUC *within* problems whose solutions are mixed: what
+    best-of-n needs. A pooled AUC can be high just by telling easy problems from hard ones.
+    """
     rm.eval()
     probs, targets, final_probs, final_targets = [], [], [], []
     for i in range(0, len(items), batch_size):
@@ -125,9 +129,22 @@ def evaluate(rm: RewardModel, items, batch_size: int = 64) -> dict:
             final_targets.append(ts[-1])
     p, t = np.clip(np.array(probs), 1e-7, 1 - 1e-7), np.array(targets)
     bce = float(-(t * np.log(p) + (1 - t) * np.log(1 - p)).mean())
-    return {"loss": bce, "accuracy": float(((p > 0.5) == (t >= 0.5)).mean()),
-            "auc": auc(p, t >= 0.5), "outcome_auc": auc(final_probs, np.array(final_targets) >= 0.5),
-            "positions": len(t), "solutions": len(items), "positive_rate": float((t >= 0.5).mean())}
+    out = {"loss": bce, "accuracy": float(((p > 0.5) == (t >= 0.5)).mean()),
+           "auc": auc(p, t >= 0.5), "outcome_auc": auc(final_probs, np.array(final_targets) >= 0.5),
+           "positions": len(t), "solutions": len(items), "positive_rate": float((t >= 0.5).mean())}
+    if problems is not None:
+        out |= within_problem_auc(final_probs, np.array(final_targets) >= 0.5, problems)
+    return out
+
+
+def within_problem_auc(scores: Sequence[float], labels: Sequence[bool], problems: Sequence[int]) -> dict:
+    """Mean AUC over the problems that have both right and wrong solutions, and how many there are."""
+    groups: dict[int, list[int]] = {}
+    for i, q in enumerate(problems):
+        groups.setdefault(q, []).append(i)
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+    aucs = [a for idx in groups.values() if (a := auc(s[idx], y[idx])) is not None]
+    return {"within_problem_auc": float(np.mean(aucs)) if aucs else None, "mixed_problems": len(aucs)}
 
 
 def train_reward_model(rm: RewardModel, examples: Sequence[ScoredExample], cfg: RewardTrainConfig,
@@ -187,6 +204,6 @@ def train_reward_model(rm: RewardModel, examples: Sequence[ScoredExample], cfg: 
            "train_flops": 3.0 * sum(rm.flops(len(ids)) for ids, _, _ in train_items) * len(history),
            "train_tokens": tokens}
     if val_items:
-        out["val"] = evaluate(rm, val_items)
+        out["val"] = evaluate(rm, val_items, problems=[e.problem for e in val_ex])
         out["best_epoch"] = min(history, key=lambda r: r.get("val_loss", math.inf))["epoch"]
     return out
