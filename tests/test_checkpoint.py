@@ -148,5 +148,5 @@ def test_checkpoint_dir_accepts_a_run_directory(tmp_path):
     (run / "checkpoint" / "config.json").write_text('{"model_type": "llama"}')
     assert checkpoint_dir(run) == run / "checkpoint"
     assert checkpoint_dir(run / "checkpoint") == run / "checkpoint"
-    with pytest.raises(DatawallError, match="no such directory"):
+    with pytest.raises(DatawallError, match="no such model directory"):
         checkpoint_dir(tmp_path / "missing")

@@ -53,7 +53,10 @@ def test_dry_run_lists_the_plan(tmp_path):
     plan = json.loads(result.stdout)
     assert plan["study"] == "quick" and plan["train_flops"] > 0
     kinds = [r["kind"] for r in plan["runs"]]
-    assert kinds.count("think") == 1 and kinds.count("pretrain") == len(kinds) - 1
+    from datawall.study.spec import load_preset
+
+    seeds = len(load_preset("quick").world.seeds)  # one think run per seed's baseline checkpoint
+    assert kinds.count("think") == seeds and kinds.count("pretrain") == len(kinds) - seeds
     think = next(r for r in plan["runs"] if r["kind"] == "think")
     assert think["deps"][0] in {r["key"] for r in plan["runs"] if r["kind"] == "pretrain"}
 

@@ -45,7 +45,7 @@ def serve(
     """Serve a checkpoint over OpenAI's /v1/models, /v1/completions and /v1/chat/completions."""
     import uvicorn
 
-    from datawall.commands.models import _checkpoint_dir
+    from datawall.model import checkpoint_dir
     from datawall.serve import Limits, create_app
 
     for flag, value in (("--max-n", max_n), ("--max-tokens", max_tokens), ("--max-prompt-tokens", max_prompt_tokens)):
@@ -64,7 +64,7 @@ def serve(
         if not torch.cuda.is_available():
             raise DatawallError("--device cuda: no CUDA device is available here (use --device cpu)")
     limits = Limits(max_n=max_n, max_tokens=max_tokens, max_prompt_tokens=max_prompt_tokens)
-    app = create_app(_checkpoint_dir(model_dir), api_key=api_key, limits=limits, model_name=model_name,
+    app = create_app(checkpoint_dir(model_dir), api_key=api_key, limits=limits, model_name=model_name,
                      device=device)
     sock = _listen(host, port)
     bound = sock.getsockname()[1]

@@ -321,8 +321,8 @@ def _load_weights(directory: Path) -> tuple[ModelConfig, Transformer]:
 def checkpoint_dir(path: str | Path) -> Path:
     """A checkpoint directory, given it or a run directory holding checkpoint/ (whose config.json is the run's)."""
     path = Path(path)
-    if not path.exists():
-        raise DatawallError(f"{path}: no such directory")
+    if not path.is_dir():
+        raise DatawallError(f"{path}: no such model directory")
     if (path / "checkpoint" / "config.json").exists():
         return path / "checkpoint"
     return path
