@@ -171,7 +171,7 @@ def test_interrupted_ladder_keeps_finished_runs_and_a_rerun_continues(corpus, tm
     for d in out.glob("runs/*"):
         if not (d / "DONE").exists() and (d / "checkpoint").is_dir():
             step = json.loads((d / "checkpoint" / "datawall.json").read_text())["step"]
-            if step > 0:
+            if step > 0 and (d / "metrics.jsonl").exists():  # a run may not have logged a step yet
                 partial[d.name] = (d / "metrics.jsonl").read_text().splitlines()[0]
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr

@@ -110,3 +110,29 @@ def test_gradient_accumulation_matches_one_big_batch(world, tmp_path):
     assert [r[1] for r in _losses(tmp_path / "1")] == pytest.approx([r[1] for r in _losses(tmp_path / "4")],
                                                                      rel=1e-4)
     assert one.eval_loss == pytest.approx(four.eval_loss, rel=1e-4)
+
+
+def test_an_interrupt_during_the_eval_after_an_update_keeps_log_and_weights_in_step(world, tmp_path, monkeypatch):
+    import datawall.train.loop as loop
+
+    tok, docs, held = world
+    cfg = TrainConfig(tokens=8 * 64 * 24, batch_size=8, seq_len=64, eval_every=10, checkpoint_every=5,
+                      optim=OptimConfig(lr=3e-3))
+    train(_fresh(tok), tok, PackedStream(docs, 64, seed=1), held, cfg, tmp_path / "a", quiet=True)
+    real = loop.heldout_loss
+    calls = []
+
+    def interrupted_at_second_eval(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # step 20: its optimizer update is done, its record not yet written
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "heldout_loss", interrupted_at_second_eval)
+    with pytest.raises(KeyboardInterrupt):
+        train(_fresh(tok), tok, PackedStream(docs, 64, seed=1), held, cfg, tmp_path / "b", quiet=True)
+    state = torch.load(tmp_path / "b" / "checkpoint" / "trainer_state.pt", weights_only=True)
+    assert state["loop"]["step"] == 15  # the last whole checkpoint, not a half-logged step 20
+    monkeypatch.setattr(loop, "heldout_loss", real)
+    train(_fresh(tok), tok, PackedStream(docs, 64, seed=1), held, cfg, tmp_path / "b", quiet=True)
+    assert _losses(tmp_path / "b") == _losses(tmp_path / "a")

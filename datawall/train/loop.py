@@ -115,6 +115,9 @@ def train(model: torch.nn.Module, tokenizer, stream, heldout, cfg: TrainConfig, 
     with progress_bar(disable=quiet) as bar:
         job = bar.add_task("train", total=steps, completed=state.step, rate="-", info="")
         t_last, tokens_last = time.perf_counter(), state.tokens
+        # True from the optimizer update until that step is logged: an interrupt (which arrives as an exception
+        # at any point) then keeps the last whole checkpoint instead of saving weights and a log out of step
+        mid_update = False
         try:
             while state.step < steps:
                 t0 = time.perf_counter()
@@ -136,6 +139,7 @@ def train(model: torch.nn.Module, tokenizer, stream, heldout, cfg: TrainConfig, 
                 grad_norm = None
                 if cfg.optim.grad_clip > 0:
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip))
+                mid_update = True
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
@@ -155,6 +159,7 @@ def train(model: torch.nn.Module, tokenizer, stream, heldout, cfg: TrainConfig, 
                     append_jsonl(metrics_path, record)
                 if state.step % ckpt_every == 0 or state.step == steps:
                     checkpoint()
+                mid_update = False
                 now = time.perf_counter()
                 if now - t_last > 0.5 or state.step == steps:
                     rate = (state.tokens - tokens_last) / (now - t_last)
@@ -162,7 +167,8 @@ def train(model: torch.nn.Module, tokenizer, stream, heldout, cfg: TrainConfig, 
                     info = f"loss {train_loss:.3f}" + (f" eval {eval_loss:.3f}" if eval_loss is not None else "")
                     bar.update(job, completed=state.step, rate=format_count(rate), info=info)
         except KeyboardInterrupt:
-            checkpoint()  # keep the work done so far; a re-run resumes here
+            if not mid_update:
+                checkpoint()  # keep the work done so far; a re-run resumes here
             raise
     if eval_loss is None and heldout is not None:
         eval_loss = heldout_loss(model, heldout, device)
