@@ -8,17 +8,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from tiny_arith import train_policy
 from typer.testing import CliRunner
 
 from datawall.cli import app
-from datawall.data import ExampleStream, Tokenizer, task_docs
 from datawall.errors import DatawallError
 from datawall.infer.backends import mix_seed
 from datawall.infer.orm import check_train_only, orm_examples, sample_solutions, train_problems
 from datawall.infer.prm import prm_examples, rollout_prefixes, rollout_rewards, step_label
 from datawall.infer.reward_model import RewardModel, RewardScorer, aggregate, split_steps
 from datawall.infer.reward_train import RewardTrainConfig, ScoredExample, auc, split_by_problem, train_reward_model
-from datawall.model import Transformer, generate, model_config, save_checkpoint
+from datawall.model import generate, save_checkpoint
 from datawall.tasks import get_task
 
 TASK = get_task("arith", digits=1)
@@ -37,18 +37,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
     """A 100k policy trained briefly on 1-digit addition: right on roughly half of its samples."""
-    torch.manual_seed(0)
-    tok = Tokenizer.for_chars(TASK.alphabet)
-    model = Transformer(model_config("100k", vocab_size=tok.vocab_size, max_seq_len=32))
-    stream = ExampleStream(task_docs(TASK, tok, "train", count=500), tok.pad_id, seed=0)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for step in range(200):
-        x, y = stream.batch(step, 32)
-        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    model, tok = train_policy(TASK, count=500, lr=3e-3, max_seq_len=32)
     path = save_checkpoint(tmp_path_factory.mktemp("policy") / "ckpt", model, tok)
     return path, model, tok
 

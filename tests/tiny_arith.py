@@ -28,6 +28,22 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def train_policy(task, count: int, lr: float, max_seq_len: int, steps: int = 200) -> tuple[Transformer, Tokenizer]:
+    """A 100k model after `steps` AdamW steps of 32 examples drawn from the first `count` train problems."""
+    torch.manual_seed(0)
+    tok = Tokenizer.for_chars(task.alphabet)
+    model = Transformer(model_config("100k", vocab_size=tok.vocab_size, max_seq_len=max_seq_len))
+    stream = ExampleStream(task_docs(task, tok, "train", count=count), tok.pad_id, seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    for step in range(steps):
+        x, y = stream.batch(step, 32)
+        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), tok
+
+
 def trained_policy(base: Path) -> Path:
     """A 100k model after 200 steps on 2-digit addition: the scratchpad's format, rarely the right answer.
 
@@ -37,18 +53,7 @@ def trained_policy(base: Path) -> Path:
     if (path / "model.safetensors").exists():
         return path
     with one_thread():
-        torch.manual_seed(0)
-        tok = Tokenizer.for_chars(TASK.alphabet)
-        model = Transformer(model_config("100k", vocab_size=tok.vocab_size, max_seq_len=48))
-        stream = ExampleStream(task_docs(TASK, tok, "train", count=2000), tok.pad_id, seed=0)
-        opt = torch.optim.AdamW(model.parameters(), lr=4e-3)
-        for step in range(200):
-            x, y = stream.batch(step, 32)
-            loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        model.eval()
+        model, tok = train_policy(TASK, count=2000, lr=4e-3, max_seq_len=48)
         return save_checkpoint(path, model, tok)
 
 
