@@ -24,8 +24,8 @@ import numpy as np
 
 from datawall.errors import DatawallError
 from datawall.infer.backends import Backend, Completion
-from datawall.infer.cost import AXES, CostModel
-from datawall.infer.curves import Curve
+from datawall.infer.cost import CostModel
+from datawall.infer.curves import Curve, rows_curve
 from datawall.infer.draw import CachedDraw
 from datawall.infer.sample_cache import SampleCache
 from datawall.tasks import Problem
@@ -238,21 +238,7 @@ def beam_rows(problems: Sequence[Problem], results: Sequence[BeamResult], task, 
 
 def beam_curve(rows_by_n: dict[int, list[dict]], cost: CostModel, name: str = "beam") -> Curve:
     """A curve over N (the samples axis) from each N's beam rows (one row per problem, in problem order)."""
-    ns = sorted(rows_by_n)
-    P = len(rows_by_n[ns[0]])
-    acc = np.empty((P, len(ns)))
-    axes = {a: np.empty((P, len(ns))) for a in AXES}
-    for k, n in enumerate(ns):
-        for i, r in enumerate(rows_by_n[n]):
-            flops = r["flops"]
-            acc[i, k] = r["reward"]
-            axes["samples"][i, k] = n
-            axes["tokens"][i, k] = r["prompt_tokens"] + r["completion_tokens"]
-            axes["flops"][i, k] = flops
-            axes["seconds"][i, k] = r["seconds"]
-            # prices are linear in tokens, FLOPs or seconds, so the sum over expansions is priced at once
-            axes["dollars"][i, k] = cost.dollars(r["prompt_tokens"], r["completion_tokens"], flops, r["seconds"])
-    return Curve(name, np.array(ns), acc, axes)
+    return rows_curve(name, rows_by_n, cost)
 
 
 def beam_grid(n_max: int, expand: int, grid: Sequence[int] | None = None) -> list[int]:

@@ -171,6 +171,28 @@ def single_curve(name: str, rewards: Sequence[float], prompt_tokens: Sequence[in
     return Curve(name, np.array([1]), np.asarray(rewards, dtype=np.float64)[:, None], _costs(pools, [1], cost))
 
 
+def rows_curve(name: str, rows_by_x: dict[int, list[dict]], cost: CostModel, samples_per_query=None) -> Curve:
+    """A curve over x (e.g. beam N or thinking budget) from one row per problem per x, in problem order.
+
+    Each row holds its measured reward, prompt_tokens, completion_tokens, flops and seconds per query;
+    samples_per_query(x) gives the samples axis (default x itself).
+    """
+    xs = sorted(rows_by_x)
+    P = len(rows_by_x[xs[0]])
+    acc = np.empty((P, len(xs)))
+    axes = {a: np.empty((P, len(xs))) for a in AXES}
+    for k, x in enumerate(xs):
+        for i, r in enumerate(rows_by_x[x]):
+            acc[i, k] = r["reward"]
+            axes["samples"][i, k] = x if samples_per_query is None else samples_per_query(x)
+            axes["tokens"][i, k] = r["prompt_tokens"] + r["completion_tokens"]
+            axes["flops"][i, k] = r["flops"]
+            axes["seconds"][i, k] = r["seconds"]
+            # prices are linear in tokens, FLOPs or seconds, so a query's summed usage is priced at once
+            axes["dollars"][i, k] = cost.dollars(r["prompt_tokens"], r["completion_tokens"], r["flops"], r["seconds"])
+    return Curve(name, np.array(xs), acc, axes)
+
+
 def results_json(curves: dict[str, Curve], n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
     """The `think` results.json object: {"strategies": name -> rows}."""
     return {"strategies": {name: c.rows(n_boot, level, seed) for name, c in curves.items()}}

@@ -21,8 +21,8 @@ import numpy as np
 
 from datawall.errors import DatawallError
 from datawall.infer.backends import Backend, Completion
-from datawall.infer.cost import AXES, CostModel
-from datawall.infer.curves import Curve
+from datawall.infer.cost import CostModel
+from datawall.infer.curves import Curve, rows_curve
 from datawall.infer.draw import CachedDraw
 from datawall.infer.sample_cache import SampleCache
 from datawall.tasks import Problem
@@ -155,19 +155,7 @@ def forced_rows(problems: Sequence[Problem], results: Sequence[Forced], task, bu
 def thinking_curve(rows_by_budget: dict[int, list[dict]], cost: CostModel,
                    name: str = "thinking-budget") -> Curve:
     """A curve over budgets (one sample per query) from each budget's rows, in problem order."""
-    bs = sorted(rows_by_budget)
-    P = len(rows_by_budget[bs[0]])
-    acc = np.empty((P, len(bs)))
-    axes = {a: np.empty((P, len(bs))) for a in AXES}
-    for k, b in enumerate(bs):
-        for i, r in enumerate(rows_by_budget[b]):
-            acc[i, k] = r["reward"]
-            axes["samples"][i, k] = 1.0
-            axes["tokens"][i, k] = r["prompt_tokens"] + r["completion_tokens"]
-            axes["flops"][i, k] = r["flops"]
-            axes["seconds"][i, k] = r["seconds"]
-            axes["dollars"][i, k] = cost.dollars(r["prompt_tokens"], r["completion_tokens"], r["flops"], r["seconds"])
-    return Curve(name, np.array(bs), acc, axes)
+    return rows_curve(name, rows_by_budget, cost, samples_per_query=lambda _: 1.0)
 
 
 def thinking_json(curve: Curve, rows_by_budget: dict[int, list[dict]], cfg: ThinkingConfig,
