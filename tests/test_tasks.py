@@ -10,7 +10,7 @@ import pytest
 
 from datawall.errors import DatawallError
 from datawall.tasks import Problem, TaskIndexError, get_task, list_tasks, parse_task_args
-from datawall.tasks.arith import add_scratch, mul_scratch, sub_scratch
+from datawall.tasks.arith import add_scratch, mul_method_scratch, mul_scratch, sub_scratch
 from datawall.tasks.base import answers_match, extract_final_answer
 from datawall.tasks.splits import split_of
 from datawall.tasks.trace import TraceError, parse_program, render, run
@@ -149,6 +149,39 @@ def test_arith_scratchpads_are_sound():
         assert _read_reversed(lines[-1].split()[-1]) == a * b
 
 
+def test_arith_multiplication_methods_are_sound():
+    """Every method walks the digits it names, in the order it names, and sums to the product."""
+    assert mul_method_scratch(123, 45, 0) == "123*45>\n" + mul_scratch(123, 45)
+    assert mul_method_scratch(123, 45, 3) == "45*123<\n1:54 54\n2:09 045\n3:531 5355"
+    rng = random.Random(1)
+    for a, b in [(rng.randint(0, 10**k), rng.randint(0, 10**k)) for k in range(1, 7) for _ in range(40)]:
+        for method in range(4):
+            header, *lines = mul_method_scratch(a, b, method).splitlines()
+            x, y = (int(v) for v in header[:-1].split("*"))
+            assert {x, y} == {a, b} and (x, y) == ((a, b) if method % 2 == 0 else (b, a))
+            walked = [int(line.split(":")[0]) for line in lines]
+            digits = [int(c) for c in str(y)]
+            assert walked == (digits[::-1] if header[-1] == ">" else digits)
+            partials = [_read_reversed(line.split(":")[1].split()[0]) for line in lines]
+            assert partials == [x * d * (10**i if header[-1] == ">" else 1) for i, d in enumerate(walked)]
+            assert _read_reversed(lines[-1].split()[-1]) == a * b
+
+
+def test_arith_paths_change_solutions_not_problems():
+    one = get_task("arith", digits=2, min_digits=1, ops="mul")
+    four = get_task("arith", digits=2, min_digits=1, ops="mul", paths=4)
+    for split in ("train", "test"):
+        assert one.problems(split, 50) == four.problems(split, 50)
+    methods = [four.method(p) for p in four.problems("train", 200)]
+    assert set(methods) == {0, 1, 2, 3}
+    for p in four.problems("train", 40):
+        assert four.solution(p) == mul_method_scratch(p.meta["a"], p.meta["b"], four.method(p)) + f"\n#### {p.answer}"
+        assert one.solution(p) == mul_scratch(p.meta["a"], p.meta["b"]) + f"\n#### {p.answer}"
+        assert set(four.solution(p)) <= set(four.alphabet)
+    # the problem seeds of worlds without `paths` are those of earlier versions (run keys stay valid)
+    assert [p.prompt for p in one.problems("test", 4)] == ["74*69=", "26*90=", "35*7=", "1*21="]
+
+
 def test_arith_operands_respect_digits():
     task = get_task("arith", digits=4, min_digits="2", ops="add,sub")
     seen_lengths, seen_ops = set(), set()
@@ -170,6 +203,7 @@ def test_settings_are_validated_with_clear_errors():
         (dict(digit=3), "unknown setting 'digit'"),
         (dict(ops="add,div"), "'div'"),
         (dict(digits=3, min_digits=4), "min_digits=4"),
+        (dict(paths=5), "paths=5"),
     ]
     for settings, needle in cases:
         with pytest.raises(DatawallError, match=needle) as e:

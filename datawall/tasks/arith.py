@@ -47,6 +47,27 @@ written least-significant digit first (the shift shows as leading zeros)::
     4:0294 5355          123*40 = 4920; sum 5535
     #### 5535
 
+With ``paths=K`` (K = 2..4) the multiplication scratchpads follow one of K methods, chosen per problem by a
+hash of its key, and a first line names the method: which operand's digits are walked (``x*y`` walks the
+digits of y) and in which order (``>`` least significant first as above; ``<`` most significant first,
+the running sum multiplied by 10 before each partial product is added)::
+
+    123*45>              method 0    45*123>              method 1
+    5:516 516                        3:531 531
+    4:0294 5355                      2:009 5301
+    #### 5535                        1:0054 5355
+                                     #### 5535
+
+    123*45<              method 2    45*123<              method 3
+    4:294 294                        1:54 54
+    5:516 5355                       2:09 045
+    #### 5535                        3:531 5355
+                                     #### 5535
+
+The problems are those of ``paths=1``; only the worked solutions differ. A model trained on them has several
+valid routes to one answer, the setting in which voting over sampled solutions (self-consistency) can pay:
+errors on different routes rarely agree, correct answers always do.
+
 A line count of ceil(log2(n)) + 1 for n-digit operands keeps the scratchpad short: 3 lines for 3 or 4 digits,
 4 lines for 5 to 8. Operands have between `min_digits` and `digits` digits (a 1-digit operand may be 0).
 """
@@ -59,6 +80,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from datawall.tasks.base import ANSWER_PREFIX, GeneratedTask, Problem, TaskSettings
+from datawall.tasks.splits import stable_seed
 
 OPS = {"add": "+", "sub": "-", "mul": "*"}
 _ALPHABET = "".join(sorted(set("0123456789" + "".join(OPS.values()) + "=cp.<> :\n#")))
@@ -70,6 +92,9 @@ class ArithSettings(TaskSettings):
     digits: int = Field(3, ge=1, le=12, description="maximum digits per operand (difficulty)")
     min_digits: int | None = Field(None, ge=1, le=12, description="minimum digits per operand (default: digits)")
     ops: str = Field("add", description="comma-separated operations from add, sub, mul")
+    paths: int = Field(1, ge=1, le=4, description="solution methods for multiplication (1-4; same problems)")
+
+    solution_only = frozenset({"paths"})
 
     @field_validator("ops")
     @classmethod
@@ -143,6 +168,22 @@ def mul_scratch(a: int, b: int) -> str:
     return "\n".join(lines)
 
 
+MUL_METHODS = (("a", ">"), ("b", ">"), ("a", "<"), ("b", "<"))  # (multiplicand, digit order) per method
+
+
+def mul_method_scratch(a: int, b: int, method: int) -> str:
+    """Multiplication by method 0-3 (see the module docstring): a header line naming it, then one line per digit."""
+    first, order = MUL_METHODS[method]
+    x, y = (a, b) if first == "a" else (b, a)
+    if order == ">":
+        return f"{x}*{y}>\n{mul_scratch(x, y)}"
+    lines, total = [f"{x}*{y}<"], 0
+    for d in (int(c) for c in str(y)):
+        total = total * 10 + x * d
+        lines.append(f"{d}:{str(x * d)[::-1]} {str(total)[::-1]}")
+    return "\n".join(lines)
+
+
 def _operand(rng: random.Random, lo_digits: int, hi_digits: int) -> int:
     n = rng.randint(lo_digits, hi_digits)
     return rng.randint(0 if n == 1 else 10 ** (n - 1), 10**n - 1)
@@ -166,8 +207,15 @@ class ArithTask(GeneratedTask):
 
     def solution(self, problem: Problem) -> str:
         op, a, b = problem.meta["op"], problem.meta["a"], problem.meta["b"]
-        scratch = {"add": add_scratch, "sub": sub_scratch, "mul": mul_scratch}[op](a, b)
+        if op == "mul" and self.settings.paths > 1:
+            scratch = mul_method_scratch(a, b, self.method(problem))
+        else:
+            scratch = {"add": add_scratch, "sub": sub_scratch, "mul": mul_scratch}[op](a, b)
         return f"{scratch}\n{ANSWER_PREFIX}{problem.answer}"
+
+    def method(self, problem: Problem) -> int:
+        """Which of the `paths` multiplication methods this problem's worked solution uses."""
+        return stable_seed("arith-method", problem.key) % self.settings.paths
 
     @property
     def alphabet(self) -> str:
@@ -177,4 +225,5 @@ class ArithTask(GeneratedTask):
         s = self.settings
         lo = s.min_digits or s.digits
         width = f"{s.digits}" if lo == s.digits else f"{lo}-{s.digits}"
-        return f"arith [{s.as_text()}]: {width}-digit {s.ops.replace(',', '/')}, carry-lookahead scratchpad"
+        paths = f", {s.paths} multiplication methods" if s.paths > 1 else ""
+        return f"arith [{s.as_text()}]: {width}-digit {s.ops.replace(',', '/')}, carry-lookahead scratchpad{paths}"

@@ -31,6 +31,13 @@ class TaskSettings(BaseModel):
     """Base for task settings: unknown keys are errors, values are immutable once validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Settings that change only the worked solutions: excluded from the problem seeds, so that two worlds
+    # differing only in them pose the very same problems.
+    solution_only: ClassVar[frozenset[str]] = frozenset()
+
+    def seed_text(self) -> str:
+        """The settings that decide which problems are drawn, as JSON (part of every problem's seed)."""
+        return self.model_dump_json(exclude=set(self.solution_only))
 
     def as_text(self) -> str:
         """The settings as 'k=v,k=v' (the form --task-args accepts)."""
@@ -170,7 +177,7 @@ class GeneratedTask(Task):
         check_split(split)
         self._check_index(index)
         # One seed per (task, settings, split, index): any index is reachable without generating the others.
-        rng = random.Random(stable_seed(self.name, self.settings.model_dump_json(), split, index))
+        rng = random.Random(stable_seed(self.name, self.settings.seed_text(), split, index))
         for _ in range(MAX_TRIES):
             p = self._generate(rng)
             if split_of(self.name, p.key, self.test_fraction) == split:
