@@ -21,6 +21,7 @@ from datawall.commands.think import register
 from datawall.data import Tokenizer
 from datawall.errors import DatawallError
 from datawall.infer.backends.openai_endpoint import EndpointError, OpenAIEndpoint
+from datawall.infer.think import select_problems
 from datawall.model import Transformer, model_config, save_checkpoint
 from datawall.serve import create_app
 from datawall.tasks import get_task
@@ -99,7 +100,9 @@ def check_results(res: dict, problems: int, n_max: int) -> None:
 
 def test_local_run_rerun_and_resume(tmp_path, ckpt):
     out = tmp_path / "out"
-    args = ("--model", str(ckpt), "--problems", "5", "--n-max", "4", "--temperature", "1.5", "--out", str(out))
+    # --keep-repeats: this world's problem 5 repeats problem 3, which the cache must serve (below)
+    args = ("--model", str(ckpt), "--problems", "5", "--n-max", "4", "--temperature", "1.5", "--keep-repeats",
+            "--out", str(out))
     res = think_json(*args)
     check_results(res, 5, 4)
     assert res["sampling"] == {"drawn": 25, "from_cache": 0, "from_files": 0}
@@ -145,6 +148,21 @@ def test_local_run_rerun_and_resume(tmp_path, ckpt):
 
     changed = think(*args[:-2], "--out", str(out), "--seed", "1")
     assert isinstance(changed.exception, DatawallError) and "seed" in str(changed.exception)
+
+
+def test_held_out_problems_are_distinct_by_default(tmp_path, ckpt):
+    res = think_json("--model", str(ckpt), "--problems", "6", "--n-max", "2", "--out", str(tmp_path / "out"))
+    prompts = [TASK.problem("test", i).prompt for i in res["problem_indices"]]
+    idx = res["problem_indices"]
+    assert res["distinct"] and len(set(prompts)) == 6 and idx == sorted(idx) and idx[0] == 0
+    skipped = [i for i in range(idx[-1]) if i not in idx]
+    assert 5 in skipped  # problem 5 asks what problem 3 asks
+    assert all(TASK.problem("test", i).prompt in prompts for i in skipped)
+    rows = rows_of(tmp_path / "out" / "samples.jsonl")
+    assert sorted({r["problem"] for r in rows}) == res["problem_indices"]
+    with pytest.raises(DatawallError, match=r"only \d+ distinct problems"):
+        select_problems(TASK, "test", 40)  # 1-digit sums: 100 pairs, about a quarter held out
+    assert len(select_problems(TASK, "test", 40, distinct=False)) == 40
 
 
 def test_endpoint_against_datawall_serve(tmp_path, ckpt):

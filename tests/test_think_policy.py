@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from datawall.cli import app
 from datawall.data import Tokenizer
 from datawall.errors import DatawallError
-from datawall.infer.think_policy import TOL, choose_baseline
+from datawall.infer.think_policy import TOL, _problem_set, choose_baseline
 from datawall.model import Transformer, model_config, save_checkpoint
 
 
@@ -152,3 +152,11 @@ def test_compare_two_real_runs(run, untrained, tmp_path):
         assert res["small_budget"] is None
     else:
         assert maj[0]["flops_per_query"] < res["small_budget"] <= hit[0]["flops_per_query"]
+
+
+def test_compared_runs_may_differ_only_in_solution_settings():
+    """arith `paths` changes the worked solutions, not the problems: such runs are comparable; `distinct` is not."""
+    four = {"task": "arith", "task_args": {"digits": "2", "paths": "4"}, "split": "test", "distinct": True}
+    one = {"task": "arith", "task_args": {"digits": 2}, "split": "test", "distinct": True}
+    assert _problem_set(four) == _problem_set(one)
+    assert _problem_set({**one, "distinct": False}) != _problem_set(one)

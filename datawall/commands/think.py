@@ -26,6 +26,9 @@ def think(
     chat: Annotated[bool, typer.Option(help="Use /chat/completions instead of /completions.")] = False,
     task_args: Annotated[str, typer.Option(help="Task settings as k=v,k=v, e.g. 'digits=5,ops=add'.")] = "",
     problems: Annotated[int, typer.Option(help="Held-out problems K.")] = 50,
+    distinct: Annotated[bool, typer.Option("--distinct/--keep-repeats",
+                                           help="Skip held-out problems whose prompt repeats an earlier one "
+                                                "(small generated worlds repeat).")] = True,
     n_max: Annotated[int, typer.Option(help="Temperature samples per problem (the pool).")] = 16,
     strategies: Annotated[str, typer.Option(help="Comma-separated: greedy, majority, pass@k (best-of-n with the "
                                             "verifier as oracle); with --orm/--prm also best-of-n and "
@@ -86,7 +89,8 @@ def think(
         orm_scorer, prm_scorer = load_scorers(orm, prm, aggregate, device)
     scorer = orm_scorer or prm_scorer  # the ORM judges whole samples when both are given
     cfg = ThinkConfig(task=task, task_args=parse_task_args(task_args), problems=problems, n_max=n_max,
-                      strategies=parse_strategies(strategies, scorer), temperature=temperature, top_p=top_p,
+                      distinct=distinct, strategies=parse_strategies(strategies, scorer), temperature=temperature,
+                      top_p=top_p,
                       max_tokens=max_tokens, seed=seed, **search_options(beam_n, beam_expand, beam_aggregate,
                                                                          thinking_budgets, thinking_extend,
                                                                          difficulty_bins))

@@ -63,6 +63,7 @@ class ThinkConfig:
     thinking_budgets: list[int] = field(default_factory=list)  # empty: no budget forcing
     thinking_extend: int = 0  # times an early end of thinking is suppressed (s1's "Wait")
     difficulty_bins: int = 5
+    distinct: bool = True  # skip a problem whose prompt an earlier one already has (small worlds repeat)
 
 
 def parse_strategies(text: str, scorer: Scorer | None = None) -> list[str]:
@@ -98,6 +99,32 @@ def check_config(cfg: ThinkConfig) -> None:
         beam_grid(cfg.n_max, cfg.beam_expand, cfg.beam_n)
     if cfg.thinking_budgets:
         ThinkingConfig(tuple(cfg.thinking_budgets), extend=cfg.thinking_extend)
+
+
+def select_problems(task, split: str, k: int, distinct: bool = True) -> list[Problem]:
+    """Problems 0, 1, ... of `split` until there are k; with `distinct`, a repeated prompt is skipped.
+
+    Generated worlds draw problems independently, so small ones repeat (1-digit products do); counting a
+    repeat twice would double its weight and narrow every interval without adding information.
+    """
+    if not distinct:
+        return [task.problem(split, i) for i in range(k)]
+    size = task.size(split)
+    chosen: dict[str, Problem] = {}
+    i = misses = 0
+    while len(chosen) < k and (size is None or i < size):
+        p = task.problem(split, i)
+        i += 1
+        if p.prompt in chosen:
+            misses += 1
+            if misses > 20 * k + 1000:  # the world has fewer distinct problems than asked for
+                break
+            continue
+        chosen[p.prompt] = p
+    if len(chosen) < k:
+        raise DatawallError(f"--problems {k}: the {split} split has only {len(chosen)} distinct problems "
+                            f"(among the first {i}); ask for fewer")
+    return list(chosen.values())
 
 
 def default_max_tokens(task, backend: Backend, problems: list[Problem], slack: float = 1.5) -> int:
@@ -205,9 +232,9 @@ class _Sampler:
                  "prompt_tokens": c.prompt_tokens, "seconds": c.seconds} for j, c in sorted(comps.items())]
 
 
-def _pools(rows: dict[tuple[int, int], dict], problems: int, n: int):
+def _pools(rows: dict[tuple[int, int], dict], indices: list[int], n: int):
     pools = []
-    for i in range(problems):
+    for i in indices:
         mine = [rows[(i, j)] for j in range(n)]
         pool = pools_from_rows(mine)[0]
         secs = [r.get("seconds") for r in mine]
@@ -229,11 +256,12 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     task = get_task(cfg.task, **cfg.task_args)
-    problems = [task.problem(cfg.split, i) for i in range(cfg.problems)]
+    problems = select_problems(task, cfg.split, cfg.problems, cfg.distinct)
+    indices = [p.index for p in problems]
     max_tokens = cfg.max_tokens or _recorded_max_tokens(out) or default_max_tokens(task, backend, problems)
     _check_run(out, {"backend": backend.identity, "task": cfg.task, "task_args": cfg.task_args,
                      "split": cfg.split, "temperature": cfg.temperature, "top_p": cfg.top_p,
-                     "max_tokens": max_tokens, "seed": cfg.seed})
+                     "max_tokens": max_tokens, "seed": cfg.seed, "distinct": cfg.distinct})
     own_cache = cache is None
     cache = cache or SampleCache(out / "cache.sqlite")
     cost = backend.cost_model()
@@ -243,8 +271,9 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
     sample_path, greedy_path = out / "samples.jsonl", out / "greedy.jsonl"
     have = {(r["problem"], r["sample"]): r for r in read_rows(sample_path)}
     have_greedy = {(r["problem"], r["sample"]): r for r in read_rows(greedy_path)} if greedy else {}
-    from_files = sum(1 for k in have if k[0] < cfg.problems and k[1] < cfg.n_max) + len(
-        [k for k in have_greedy if k[0] < cfg.problems and k[1] == 0])
+    wanted = set(indices)
+    from_files = sum(1 for k in have if k[0] in wanted and k[1] < cfg.n_max) + len(
+        [k for k in have_greedy if k[0] in wanted and k[1] == 0])
     hits_before = cache.hits
     drawn = 0
     try:
@@ -265,13 +294,13 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
 
     scored = [s for s in cfg.strategies if STRATEGIES.get(s)]  # best-of-n, weighted-majority
     score_flops = _score(have, problems, cfg.n_max, scorer, out, quiet) if scorer is not None and scored else None
-    pools = _pools(have, cfg.problems, cfg.n_max)
+    pools = _pools(have, indices, cfg.n_max)
     curves: dict[str, Curve] = {}
     pooled = [s for s in cfg.strategies if s != "greedy" and s not in SEARCH_STRATEGIES]
     pooled_curves = strategy_curves(pools, pooled, cost=cost, seed=cfg.seed) if pooled else {}
     for name in cfg.strategies:
         if name == "greedy":
-            rs = [have_greedy[(i, 0)] for i in range(cfg.problems)]
+            rs = [have_greedy[(i, 0)] for i in indices]
             curves[name] = single_curve("greedy", [r["reward"] for r in rs], [r["prompt_tokens"] for r in rs],
                                         [r["tokens"] for r in rs], cost, [r["seconds"] for r in rs])
         elif name in search:
@@ -286,7 +315,8 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
     policy_curves = {**curves, **{k: c for k, c in search.items() if k not in curves}}
     results |= extra | {"policy": policy_json(policy_curves, [p.rewards.mean() for p in pools], cfg.difficulty_bins)}
     results |= {"task": cfg.task, "task_args": cfg.task_args, "split": cfg.split, "problems": cfg.problems,
-                "n_max": cfg.n_max, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": max_tokens,
+                "distinct": cfg.distinct, "problem_indices": indices, "n_max": cfg.n_max,
+                "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": max_tokens,
                 "seed": cfg.seed, "backend": backend.identity, "price": cost.price.model_dump(),
                 "coverage_law": _coverage_law(curves.get("pass@k"), pools),
                 "sampling": {"drawn": drawn, "from_cache": cache.hits - hits_before, "from_files": from_files}}

@@ -90,15 +90,17 @@ def read_results(run_dir: Path) -> dict:
 
 
 def _problem_set(res: dict) -> dict:
-    """Task, validated settings ('2' and 2 are the same digits) and split of a think run."""
+    """Task, problem-deciding settings ('2' and 2 are the same digits), split and selection of a think run."""
     from datawall.tasks import get_task
 
     args = res.get("task_args") or {}
     try:
-        args = get_task(res.get("task"), **args).settings.model_dump()
+        settings = get_task(res.get("task"), **args).settings
+        args = settings.model_dump(exclude=set(settings.solution_only))  # e.g. arith paths: same problems
     except (DatawallError, TypeError):
         args = {k: str(v) for k, v in args.items()}
-    return {"task": res.get("task"), "task_args": args, "split": res.get("split")}
+    return {"task": res.get("task"), "task_args": args, "split": res.get("split"),
+            "distinct": res.get("distinct", False)}  # runs before `distinct` existed kept repeats
 
 
 def compare_runs(small_dir: Path, large_dir: Path, strategy: str = "majority", large_strategy: str | None = None,
@@ -106,7 +108,7 @@ def compare_runs(small_dir: Path, large_dir: Path, strategy: str = "majority", l
     """Crossover: the budget at which the small model's `strategy` curve matches the large model's first point."""
     small, large = read_results(small_dir), read_results(large_dir)
     a, b = _problem_set(small), _problem_set(large)
-    for key in ("task", "task_args", "split"):
+    for key in ("task", "task_args", "split", "distinct"):
         if a[key] != b[key]:
             raise DatawallError(f"the runs differ in {key} ({a[key]!r} vs {b[key]!r}); compare runs on the same "
                                 "held-out problems")
