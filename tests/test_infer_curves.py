@@ -215,3 +215,19 @@ def test_crossover_budget_interpolates_in_log_compute():
     assert first["small_budget"] == 1e6 and first["small_samples"] == 1
     with pytest.raises(DatawallError, match="no point at k=4"):
         crossover_budget(small, large, large_k=4)
+
+
+def test_paired_gain_over_greedy_is_narrower_than_two_intervals():
+    """Same problems: a strategy right wherever greedy is, plus on 4 of 40 more, gains +0.1 with an interval above 0."""
+    greedy_acc = np.array([i % 2 for i in range(40)], dtype=float)[:, None]
+    better = greedy_acc.copy()
+    better[[0, 2, 4, 6]] = 1.0
+    ks = np.array([1])
+    costs = {a: np.ones((40, 1)) for a in ("samples", "tokens", "flops", "seconds", "dollars")}
+    curves = {"greedy": Curve("greedy", ks, greedy_acc, costs), "majority": Curve("majority", ks, better, costs)}
+    out = results_json(curves, n_boot=500, seed=0)
+    g, m = out["strategies"]["greedy"][0], out["strategies"]["majority"][0]
+    assert m["ci_low"] < g["ci_high"]  # the two intervals overlap ...
+    (gain,) = out["vs_greedy"]["majority"]
+    assert gain["gain"] == pytest.approx(0.1) and 0 < gain["ci_low"] < 0.1 < gain["ci_high"]  # ... the pair does not
+    assert "greedy" not in out["vs_greedy"]

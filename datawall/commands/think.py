@@ -131,8 +131,11 @@ def think(
                      f"{', '.join(rm['strategies'])}")
     for name, rows in results["strategies"].items():
         best = rows[-1]
+        g = results.get("vs_greedy", {}).get(name, [None])[-1]
+        gain = (f"  {g['gain']:+.1%} vs greedy [{g['ci_low']:+.1%}, {g['ci_high']:+.1%}]"
+                if g and g["gain"] is not None else "")
         print(f"{name:>9} n={best['n']:<4} accuracy {best['accuracy']:.1%} "
-              f"[{best['ci_low']:.1%}, {best['ci_high']:.1%}]  ({rows[0]['accuracy']:.1%} at n={rows[0]['n']})")
+              f"[{best['ci_low']:.1%}, {best['ci_high']:.1%}]  ({rows[0]['accuracy']:.1%} at n={rows[0]['n']}){gain}")
     for p in results.get("thinking_budget", {}).get("points", []):
         print(f"thinking B={p['budget']:<5} accuracy {p['accuracy']:.1%} [{p['ci_low']:.1%}, {p['ci_high']:.1%}]  "
               f"({p['thinking_tokens']:.1f} thinking tokens, {p['forced']:.0%} forced)")

@@ -400,8 +400,11 @@ def write_plots(out: Path, curves: dict[str, Curve], results: dict) -> list[str]
         name = f"accuracy_vs_{axis}.png"
         blocks.append(("img", save_png(fig, out / name), f"accuracy vs {label} (95% bootstrap intervals)"))
         files.append(name)
-    header = ["strategy", "n", "accuracy", "ci", "tokens/query", "FLOPs/query", "$/query"]
+    header = ["strategy", "n", "accuracy", "ci", "gain over greedy (paired ci)", "tokens/query", "FLOPs/query",
+              "$/query"]
+    gains = {name: {g["n"]: g for g in rows} for name, rows in results.get("vs_greedy", {}).items()}
     table = [[name, r["n"], _fmt(r["accuracy"]), f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
+              _gain_cell(gains.get(name, {}).get(r["n"])),
               _fmt(r["tokens_per_query"]), _fmt(r["flops_per_query"]), _fmt(r["dollars_per_query"])]
              for name, rows in results["strategies"].items() for r in rows]
     blocks += [("h2", "strategies"), ("table", header, table), ("h2", "coverage law"),
@@ -415,3 +418,9 @@ def write_plots(out: Path, curves: dict[str, Curve], results: dict) -> list[str]
 
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4g}"
+
+
+def _gain_cell(g: dict | None) -> str:
+    if g is None or g["gain"] is None:
+        return "-"
+    return f"{g['gain']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]"
