@@ -17,7 +17,15 @@ from datawall.infer.backends import mix_seed
 from datawall.infer.orm import check_train_only, orm_examples, sample_solutions, train_problems
 from datawall.infer.prm import prm_examples, rollout_prefixes, rollout_rewards, step_label
 from datawall.infer.reward_model import RewardModel, RewardScorer, aggregate, split_steps
-from datawall.infer.reward_train import RewardTrainConfig, ScoredExample, auc, split_by_problem, train_reward_model
+from datawall.infer.reward_train import (
+    RewardTrainConfig,
+    ScoredExample,
+    auc,
+    epoch_batches,
+    ranking_loss,
+    split_by_problem,
+    train_reward_model,
+)
 from datawall.model import generate, save_checkpoint
 from datawall.tasks import get_task
 
@@ -93,6 +101,20 @@ def test_auc_matches_pair_counting():
     assert auc([0.1, 0.2], [True, True]) is None
 
 
+def test_ranking_loss_pairs_only_right_over_wrong_within_a_problem():
+    logits = torch.tensor([2.0, 0.0, -1.0, 5.0, 4.0])
+    targets = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0])
+    problems = [7, 7, 7, 8, 8]  # problem 8 has no right solution: no pairs; 8's logits never meet 7's
+    want = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-3.0))) / 2
+    assert ranking_loss(logits, targets, problems).item() == pytest.approx(want)
+    assert ranking_loss(logits, torch.zeros(5), problems).item() == 0.0
+    gen = torch.Generator().manual_seed(0)
+    batches = epoch_batches([3, 1, 3, 2, 1, 2, 3], 3, True, gen)
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    owner = {i: n for n, b in enumerate(batches) for i in b}
+    assert owner[0] == owner[2] == owner[6] and owner[1] == owner[4] and owner[3] == owner[5]  # whole problems
+
+
 def test_step_label_and_split_by_problem():
     assert step_label([1.0, 0.0, 0.0, 1.0]) == 0.5
     assert step_label([1.0, 0.0, 0.0, 0.0], "hard") == 1.0 and step_label([0.0, 0.0], "hard") == 0.0
@@ -139,6 +161,17 @@ def test_orm_separates_correct_from_incorrect_on_held_out_problems(policy, orm):
     assert scores[labels].mean() > scores[~labels].mean()
     val = orm.info["metrics"]["val"]
     assert val["auc"] > 0.6 and 0 <= val["accuracy"] <= 1 and orm.info["metrics"]["val_problems"] > 0
+
+
+def test_pairwise_training_stops_on_within_problem_auc(policy, solutions):
+    path, _, _ = policy
+    rm = RewardModel.from_policy(path, "orm")
+    cfg = RewardTrainConfig(epochs=3, batch_size=64, pairwise=1.0, patience=5)
+    metrics = train_reward_model(rm, orm_examples(solutions[0]), cfg, quiet=True)
+    hist = metrics["history"]
+    assert all(r["val_criterion"] == pytest.approx(1 - r["val_within_problem_auc"]) for r in hist)
+    assert metrics["best_epoch"] == min(hist, key=lambda r: r["val_criterion"])["epoch"]
+    assert metrics["val"]["within_problem_auc"] is not None and metrics["val"]["mixed_problems"] > 0
 
 
 def test_save_load_round_trip_and_errors(orm, policy, tmp_path):

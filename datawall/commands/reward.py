@@ -40,6 +40,9 @@ def train(
     lr: Annotated[float, typer.Option(help="AdamW learning rate of the backbone.")] = 1e-3,
     head_lr: Annotated[float, typer.Option(help="AdamW learning rate of the new scalar head.")] = 3e-3,
     batch_size: Annotated[int, typer.Option(help="Solutions per optimizer step.")] = 64,
+    pairwise: Annotated[float, typer.Option(help="Weight of a within-problem ranking loss (right solution above "
+                                            "wrong one of the same problem); early stopping then maximises "
+                                            "within-problem AUC. 0: verifier BCE only.")] = 0.0,
     val_frac: Annotated[float, typer.Option(help="Share of the train problems held out for early stopping "
                                             "and metrics.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of sampling, rollouts, split and data order.")] = 0,
@@ -61,7 +64,7 @@ def train(
             first_problem=first_problem, n=n,
             rollouts=rollouts, label=label, temperature=temperature, max_tokens=max_tokens, seed=seed,
             train=RewardTrainConfig(epochs=epochs, lr=lr, head_lr=head_lr, batch_size=batch_size,
-                                    val_frac=val_frac, seed=seed, device=device))
+                                    pairwise=pairwise, val_frac=val_frac, seed=seed, device=device))
     except ValidationError as e:
         err = e.errors()[0]
         where = "--" + str(err["loc"][-1]).replace("_", "-")

@@ -1,4 +1,5 @@
-"""Training a reward model: BCE on soft targets at labelled positions, AdamW, early stopping on held-out problems.
+"""Training a reward model: BCE on soft targets at labelled positions (optionally plus a within-problem ranking
+loss), AdamW, early stopping on held-out problems.
 
 An example is a sampled solution to a *train-split* problem cut into steps, with one target in [0, 1] per step
 (an ORM example has one step, the whole completion, labelled by the verifier; a PRM example has Math-Shepherd
@@ -56,6 +57,8 @@ class RewardTrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     val_frac: float = Field(0.2, ge=0, lt=1, description="share of training problems held out for early stopping")
     patience: int = Field(2, ge=0, description="epochs without held-out improvement tolerated; one more stops")
+    pairwise: float = Field(0.0, ge=0, description="weight of a within-problem ranking loss on final scores "
+                            "(batches then hold whole problems)")
     seed: int = 0
     device: str = "cpu"
 
@@ -87,6 +90,39 @@ def split_by_problem(examples: Sequence[ScoredExample], val_frac: float, seed: i
     n_val = 0 if val_frac == 0 or len(problems) < 2 else min(len(problems) - 1, max(1, round(val_frac * len(problems))))
     held = set(problems[:n_val])
     return [e for e in examples if e.problem not in held], [e for e in examples if e.problem in held]
+
+
+def epoch_batches(problems: Sequence[int], batch_size: int, by_problem: bool, gen: torch.Generator) -> list[list[int]]:
+    """One epoch's batches of item indices: a random permutation, or whole problems in random order."""
+    if not by_problem:
+        perm = torch.randperm(len(problems), generator=gen).tolist()
+        return [perm[i:i + batch_size] for i in range(0, len(perm), batch_size)]
+    groups: dict[int, list[int]] = {}
+    for i, q in enumerate(problems):
+        groups.setdefault(q, []).append(i)
+    order = [list(groups.values())[j] for j in torch.randperm(len(groups), generator=gen).tolist()]
+    batches, cur = [], []
+    for g in order:
+        cur += g
+        if len(cur) >= batch_size:
+            batches.append(cur)
+            cur = []
+    return batches + ([cur] if cur else [])
+
+
+def ranking_loss(final_logits: torch.Tensor, final_targets: torch.Tensor, problems: Sequence[int]) -> torch.Tensor:
+    """Mean -log sigmoid(s_right - s_wrong) over every (right, wrong) pair of solutions to the same problem.
+
+    The verifier's BCE alone can be met by learning which problems the policy solves; best-of-n needs the
+    order of solutions *within* a problem, which this term trains directly (0 when no problem is mixed).
+    """
+    q = torch.tensor(problems, device=final_logits.device)
+    same = q[:, None] == q[None, :]
+    better = (final_targets[:, None] >= 0.5) & (final_targets[None, :] < 0.5) & same
+    if not better.any():
+        return final_logits.sum() * 0.0
+    diff = final_logits[:, None] - final_logits[None, :]
+    return F.softplus(-diff[better]).mean()
 
 
 def _tensors(rm: RewardModel, examples: Sequence[ScoredExample]) -> list[tuple[list[int], list[int], list[float]]]:
@@ -147,6 +183,13 @@ def within_problem_auc(scores: Sequence[float], labels: Sequence[bool], problems
     return {"within_problem_auc": float(np.mean(aucs)) if aucs else None, "mixed_problems": len(aucs)}
 
 
+def _criterion(metrics: dict, pairwise: float) -> float:
+    """Held-out number early stopping minimises: BCE, or with a ranking loss 1 - within-problem AUC."""
+    if pairwise > 0 and metrics.get("within_problem_auc") is not None:
+        return 1.0 - metrics["within_problem_auc"]
+    return metrics["loss"]
+
+
 def train_reward_model(rm: RewardModel, examples: Sequence[ScoredExample], cfg: RewardTrainConfig,
                        quiet: bool = False) -> dict:
     """Fit rm in place (the epoch with the best held-out loss is kept); returns metrics and training cost."""
@@ -163,17 +206,22 @@ def train_reward_model(rm: RewardModel, examples: Sequence[ScoredExample], cfg: 
     total = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / total)))
     gen = torch.Generator().manual_seed(cfg.seed)
+    train_problems, val_problems = [e.problem for e in train_ex], [e.problem for e in val_ex]
     best, best_state, history, bad, tokens = math.inf, None, [], 0, 0
     with progress_bar(rate_unit="", disable=quiet) as bar:
         job = bar.add_task(f"train {rm.kind}", total=total, rate="", info="")
         for epoch in range(cfg.epochs):
             rm.train()
-            perm = torch.randperm(len(train_items), generator=gen).tolist()
+            batches = epoch_batches(train_problems, cfg.batch_size, cfg.pairwise > 0, gen)
             run_loss = 0.0
-            for s in range(steps_per_epoch):
-                chunk = [train_items[i] for i in perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]]
+            for s, idx in enumerate(batches):
+                chunk = [train_items[i] for i in idx]
                 x, rows, cols, t = _batch(rm, chunk)
-                loss = F.binary_cross_entropy_with_logits(rm(x)[rows, cols], t)
+                logits = rm(x)[rows, cols]
+                loss = F.binary_cross_entropy_with_logits(logits, t)
+                if cfg.pairwise > 0:
+                    last = torch.tensor([len(ends) for _, ends, _ in chunk], device=logits.device).cumsum(0) - 1
+                    loss = loss + cfg.pairwise * ranking_loss(logits[last], t[last], [train_problems[i] for i in idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
@@ -182,12 +230,14 @@ def train_reward_model(rm: RewardModel, examples: Sequence[ScoredExample], cfg: 
                 tokens += int(x.numel())
                 run_loss += loss.item()
                 bar.update(job, advance=1, info=f"epoch {epoch + 1} loss {run_loss / (s + 1):.3f}")
-            row = {"epoch": epoch + 1, "train_loss": run_loss / steps_per_epoch}
+            row = {"epoch": epoch + 1, "train_loss": run_loss / len(batches)}
             if val_items:
-                metrics = evaluate(rm, val_items)
-                row |= {f"val_{k}": v for k, v in metrics.items() if k in ("loss", "accuracy", "auc")}
-                if metrics["loss"] < best - 1e-6:
-                    best, bad = metrics["loss"], 0
+                metrics = evaluate(rm, val_items, problems=val_problems)
+                row |= {f"val_{k}": v for k, v in metrics.items() if k in ("loss", "accuracy", "auc",
+                                                                            "within_problem_auc")}
+                row["val_criterion"] = _criterion(metrics, cfg.pairwise)
+                if row["val_criterion"] < best - 1e-6:
+                    best, bad = row["val_criterion"], 0
                     best_state = copy.deepcopy(rm.state_dict())
                 else:
                     bad += 1
@@ -204,6 +254,6 @@ def train_reward_model(rm: RewardModel, examples: Sequence[ScoredExample], cfg: 
            "train_flops": 3.0 * sum(rm.flops(len(ids)) for ids, _, _ in train_items) * len(history),
            "train_tokens": tokens}
     if val_items:
-        out["val"] = evaluate(rm, val_items, problems=[e.problem for e in val_ex])
-        out["best_epoch"] = min(history, key=lambda r: r.get("val_loss", math.inf))["epoch"]
+        out["val"] = evaluate(rm, val_items, problems=val_problems)
+        out["best_epoch"] = min(history, key=lambda r: r["val_criterion"])["epoch"]
     return out
