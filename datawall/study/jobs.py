@@ -206,7 +206,7 @@ KINDS: dict[str, Kind] = {
     "pretrain": Kind(version="1", run=_pretrain_run, resolve=_pretrain_resolve,
                      summary=lambda r: {k: r[k] for k in PRETRAIN_METRICS if k in r},
                      progress=_pretrain_progress),
-    # version 2: held-out problems are distinct prompts (repeats skipped)
+    # version 2: results carry vs_greedy and problem_indices; `distinct` chooses the held-out problems
     "think": Kind(version="2", run=_think_run, resolve=_think_resolve, needs=lambda c: [c["model"]],
                   summary=_think_summary, progress=_think_progress),
 }
