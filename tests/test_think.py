@@ -10,19 +10,17 @@ import time
 import httpx
 import numpy as np
 import pytest
-import torch
 import typer
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from tiny_arith import random_checkpoint
 from typer.testing import CliRunner
 
 from datawall.commands.think import register
-from datawall.data import Tokenizer
 from datawall.errors import DatawallError
 from datawall.infer.backends.openai_endpoint import EndpointError, OpenAIEndpoint
 from datawall.infer.think import select_problems
-from datawall.model import Transformer, model_config, save_checkpoint
 from datawall.serve import create_app
 from datawall.tasks import get_task
 
@@ -73,10 +71,7 @@ def start_server(app) -> tuple[int, uvicorn.Server, threading.Thread]:
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """A tiny random-weight model over the arith alphabet (accuracy near 0, but real samples and costs)."""
-    torch.manual_seed(0)
-    tok = Tokenizer.for_chars(TASK.alphabet)
-    model = Transformer(model_config("100k", vocab_size=tok.vocab_size, max_seq_len=64, n_layers=1))
-    return save_checkpoint(tmp_path_factory.mktemp("think") / "tiny", model, tok)
+    return random_checkpoint(tmp_path_factory.mktemp("think") / "tiny", TASK.alphabet, max_seq_len=64)
 
 
 def rows_of(path) -> list[dict]:

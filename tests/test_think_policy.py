@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from tiny_arith import TASK, one_thread, trained_policy
+from tiny_arith import TASK, one_thread, random_checkpoint, trained_policy
 from typer.testing import CliRunner
 
 from datawall.cli import app
-from datawall.data import Tokenizer
 from datawall.errors import DatawallError
-from datawall.infer.think_policy import TOL, _problem_set, choose_baseline
-from datawall.model import Transformer, model_config, save_checkpoint
+from datawall.infer.think_policy import TOL, problem_set, choose_baseline
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +21,7 @@ def policy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def untrained(tmp_path_factory):
-    torch.manual_seed(1)
-    tok = Tokenizer.for_chars(TASK.alphabet)
-    model = Transformer(model_config("100k", vocab_size=tok.vocab_size, max_seq_len=48, n_layers=1))
-    return save_checkpoint(tmp_path_factory.mktemp("untrained") / "ckpt", model, tok)
+    return random_checkpoint(tmp_path_factory.mktemp("untrained") / "ckpt", TASK.alphabet, max_seq_len=48, seed=1)
 
 
 def think(model, out, *args: str) -> dict:
@@ -158,5 +152,5 @@ def test_compared_runs_may_differ_only_in_solution_settings():
     """arith `paths` changes the worked solutions, not the problems: such runs are comparable; `distinct` is not."""
     four = {"task": "arith", "task_args": {"digits": "2", "paths": "4"}, "split": "test", "distinct": True}
     one = {"task": "arith", "task_args": {"digits": 2}, "split": "test", "distinct": True}
-    assert _problem_set(four) == _problem_set(one)
-    assert _problem_set({**one, "distinct": False}) != _problem_set(one)
+    assert problem_set(four) == problem_set(one)
+    assert problem_set({**one, "distinct": False}) != problem_set(one)

@@ -28,6 +28,14 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def random_checkpoint(path: Path, alphabet: str, max_seq_len: int, seed: int = 0) -> Path:
+    """A saved one-layer 100k model with random weights over `alphabet`: real samples and costs, accuracy ~0."""
+    torch.manual_seed(seed)
+    tok = Tokenizer.for_chars(alphabet)
+    model = Transformer(model_config("100k", vocab_size=tok.vocab_size, max_seq_len=max_seq_len, n_layers=1))
+    return save_checkpoint(path, model, tok)
+
+
 def train_policy(task, count: int, lr: float, max_seq_len: int, steps: int = 200) -> tuple[Transformer, Tokenizer]:
     """A 100k model after `steps` AdamW steps of 32 examples drawn from the first `count` train problems."""
     torch.manual_seed(0)

@@ -89,7 +89,7 @@ def read_results(run_dir: Path) -> dict:
         raise DatawallError(f"{path}: not valid JSON ({e})") from None
 
 
-def _problem_set(res: dict) -> dict:
+def problem_set(res: dict) -> dict:
     """Task, problem-deciding settings ('2' and 2 are the same digits), split and selection of a think run."""
     from datawall.tasks import get_task
 
@@ -107,7 +107,7 @@ def compare_runs(small_dir: Path, large_dir: Path, strategy: str = "majority", l
                  axis: str = "flops", large_k: int | None = None) -> dict:
     """Crossover: the budget at which the small model's `strategy` curve matches the large model's first point."""
     small, large = read_results(small_dir), read_results(large_dir)
-    a, b = _problem_set(small), _problem_set(large)
+    a, b = problem_set(small), problem_set(large)
     for key in ("task", "task_args", "split", "distinct"):
         if a[key] != b[key]:
             raise DatawallError(f"the runs differ in {key} ({a[key]!r} vs {b[key]!r}); compare runs on the same "
