@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +59,58 @@ def append_jsonl(path: str | Path, obj: Any) -> None:
         f.write(json.dumps(obj) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def fsync_path(path: str | Path) -> None:
+    """fsync a file or a directory (a directory's fsync makes the renames inside it durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_directory(path: str | Path, replace: bool = True) -> Iterator[Path]:
+    """Yield an empty temporary directory beside `path`; when the block succeeds, fsync what it wrote and swap it
+    in as `path`. A failure removes the temporary directory and leaves `path` as it was.
+
+    replace=True swaps an existing `path` out first (a crash between the two renames leaves it as
+    `.NAME.old-*`, which `previous_directory` finds); replace=False keeps an existing `path` (another process
+    that finished first wins) and discards ours.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = path.parent / f".{path.name}.tmp-{tag}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        for p in [*tmp.rglob("*"), tmp]:
+            if p.is_file() or p.is_dir():
+                fsync_path(p)
+        if not path.exists():
+            try:
+                os.rename(tmp, path)
+            except OSError:
+                if replace or not path.is_dir():
+                    raise
+        elif replace:
+            old = path.parent / f".{path.name}.old-{tag}"
+            os.rename(path, old)
+            try:
+                os.rename(tmp, path)
+            except BaseException:
+                os.rename(old, path)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        fsync_path(path.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def previous_directory(path: str | Path) -> Path | None:
+    """The copy an interrupted `atomic_directory(path)` swap left aside (`.NAME.old-*`), newest first, or None."""
+    path = Path(path)
+    olds = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return olds[0] if olds else None

@@ -8,14 +8,15 @@ import json
 import pytest
 from tiny_arith import TASK, TASK_ARGS, line_scorer, one_thread, trained_policy
 
+from datawall.economics.cost import CostModel
+from datawall.economics.prices import FlopsPrice
 from datawall.errors import DatawallError
-from datawall.infer.backends import Completion
-from datawall.infer.beam_search import BeamConfig, aggregate, beam_grid, beam_search
-from datawall.infer.cost import CostModel
-from datawall.infer.prices import FlopsPrice
-from datawall.infer.think import ThinkConfig, run_think
 from datawall.model import model_config
+from datawall.rewards.steps import aggregate
+from datawall.sampling.backends import Completion
 from datawall.tasks import Problem
+from datawall.testtime.beam_search import BeamConfig, beam_grid, beam_search
+from datawall.testtime.think import ThinkConfig, run_think
 
 CONFIG = model_config("100k", vocab_size=32, max_seq_len=64)
 COST = CostModel(FlopsPrice(kind="flops", dollars_per_hour=3.6, sustained_flops=1e12), config=CONFIG)
@@ -107,7 +108,7 @@ def policy(tmp_path_factory):
 
 
 def test_beam_search_beats_majority_with_an_informative_scorer(tmp_path, policy):
-    from datawall.infer.backends.local import LocalBackend
+    from datawall.sampling.backends.local import LocalBackend
 
     problems = [TASK.problem("test", i) for i in range(12)]
     cfg = ThinkConfig(task="arith", task_args=TASK_ARGS, problems=12, n_max=8,
@@ -139,7 +140,7 @@ def test_beam_search_beats_majority_with_an_informative_scorer(tmp_path, policy)
 
 
 def test_beam_needs_a_step_scorer(tmp_path, policy):
-    from datawall.infer.backends.local import LocalBackend
+    from datawall.sampling.backends.local import LocalBackend
 
     cfg = ThinkConfig(task="arith", task_args=TASK_ARGS, problems=2, n_max=4, strategies=["majority", "beam"])
     with pytest.raises(DatawallError, match="needs a step scorer"):
@@ -149,7 +150,7 @@ def test_beam_needs_a_step_scorer(tmp_path, policy):
 def test_beam_and_thinking_budgets_run_against_an_endpoint(tmp_path, policy):
     from test_think import start_server
 
-    from datawall.infer.backends.openai_endpoint import OpenAIEndpoint
+    from datawall.sampling.backends.openai_endpoint import OpenAIEndpoint
     from datawall.serve import create_app
 
     port, srv, thread = start_server(create_app(policy))

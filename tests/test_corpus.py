@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from datawall.data import Tokenizer, corpus_stats, corpus_tokenizer, corpus_tokens, load_corpus, stdlib_files
-from datawall.data.cache import _publish
+from datawall.atomic import atomic_directory
 from datawall.errors import DatawallError
 
 
@@ -132,11 +132,11 @@ def test_racing_writers_see_whole_entries(cache, tmp_path):
         t.join()
     assert not errors
     assert all(np.array_equal(r.tokens, results[0].tokens) for r in results)
-    assert len(list((cache / "tokens").iterdir())) == 1 and not list(cache.rglob("*.tmp"))
+    assert len(list((cache / "tokens").iterdir())) == 1 and not list(cache.rglob(".*.tmp-*"))
     # the loser of a rename race discards its copy and keeps the winner's
-    final, loser = tmp_path / "final", tmp_path / "loser"
-    for d, text in ((final, "winner"), (loser, "loser")):
-        d.mkdir()
-        (d / "f").write_text(text)
-    _publish(loser, final)
-    assert (final / "f").read_text() == "winner" and not loser.exists()
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "f").write_text("winner")
+    with atomic_directory(final, replace=False) as tmp:
+        (tmp / "f").write_text("loser")
+    assert (final / "f").read_text() == "winner" and not list(tmp_path.glob(".final.*"))

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from datawall.cli import app
 from datawall.laws.io import read_points
-from datawall.laws.ladder import LadderSpec, _check_data, ladder_runs, ladder_spec, pick_sizes
-from datawall.laws.ladder_report import budget_optima
+from datawall.study.ladder import LadderSpec, _check_data, ladder_runs, ladder_spec, pick_sizes
+from datawall.study.ladder_report import budget_optima
 
 DATAWALL = str(Path(sys.executable).parent / "datawall")
 runner = CliRunner()

@@ -13,11 +13,13 @@ from typer.testing import CliRunner
 
 from datawall.cli import app
 from datawall.errors import DatawallError
-from datawall.infer.backends import mix_seed
-from datawall.infer.orm import check_train_only, orm_examples, sample_solutions, train_problems
-from datawall.infer.prm import prm_examples, rollout_prefixes, rollout_rewards, step_label
-from datawall.infer.reward_model import RewardModel, RewardScorer, aggregate, split_steps
-from datawall.infer.reward_train import (
+from datawall.model import generate, save_checkpoint
+from datawall.model.reward_head import RewardModel
+from datawall.rewards.orm import check_train_only, orm_examples, sample_solutions, train_problems
+from datawall.rewards.prm import prm_examples, rollout_prefixes, rollout_rewards, step_label
+from datawall.rewards.scorers import RewardScorer, score_completions
+from datawall.rewards.steps import aggregate, split_steps
+from datawall.rewards.train import (
     RewardTrainConfig,
     ScoredExample,
     auc,
@@ -26,7 +28,7 @@ from datawall.infer.reward_train import (
     split_by_problem,
     train_reward_model,
 )
-from datawall.model import generate, save_checkpoint
+from datawall.sampling.backends import mix_seed
 from datawall.tasks import get_task
 
 TASK = get_task("arith", digits=1)
@@ -85,7 +87,7 @@ def test_aggregate_and_steps():
 
 def test_hidden_states_are_the_backbone_forward_without_its_head(policy):
     """reward_model reads the backbone's final hidden states itself: they must stay what forward feeds the lm_head."""
-    from datawall.infer.reward_model import _hidden
+    from datawall.model.reward_head import _hidden
 
     _, model, _ = policy
     idx = torch.randint(3, model.config.vocab_size, (3, 11), generator=torch.Generator().manual_seed(0))
@@ -153,7 +155,7 @@ def test_orm_separates_correct_from_incorrect_on_held_out_problems(policy, orm):
     outs = generate(model, tok, [p.prompt for p in problems], n=8, max_new_tokens=MAX_NEW, seed=123)
     scores, labels = [], []
     for p, row in zip(problems, outs, strict=True):
-        scores += orm.score(p.prompt, [s.text for s in row])
+        scores += score_completions(orm, p.prompt, [s.text for s in row])
         labels += [TASK.verify(p, s.text) == 1.0 for s in row]
     scores, labels = np.array(scores), np.array(labels)
     assert 0.1 < labels.mean() < 0.9
@@ -176,18 +178,18 @@ def test_pairwise_training_stops_on_within_problem_auc(policy, solutions):
 
 def test_save_load_round_trip_and_errors(orm, policy, tmp_path):
     prompt, comps = "3+4=", [".\n#### 7", ".\n#### 8", "c\n#### 17", ""]
-    before = orm.score(prompt, comps)
+    before = score_completions(orm, prompt, comps)
     path = orm.save(tmp_path / "orm")
     assert {"reward_model.safetensors", "reward_model.json", "tokenizer.json"} <= {f.name for f in path.iterdir()}
     loaded = RewardModel.load(path)
-    assert loaded.kind == "orm" and loaded.score(prompt, comps) == before
+    assert loaded.kind == "orm" and score_completions(loaded, prompt, comps) == before
     assert json.loads((path / "reward_model.json").read_text())["metrics"]["val"]["auc"] > 0.5
     orm.save(path)  # replacing a reward model in place is fine
     # batched, padded scoring equals scoring one at a time; a prefix scored alone equals its step score
-    assert [orm.score(prompt, [c])[0] for c in comps] == pytest.approx(before, abs=1e-6)
+    assert [score_completions(orm, prompt, [c])[0] for c in comps] == pytest.approx(before, abs=1e-6)
     steps = split_steps(comps[2])
     assert orm.step_scores(prompt, steps) == pytest.approx(
-        [orm.score(prompt, ["".join(steps[:i + 1])])[0] for i in range(len(steps))], abs=1e-6)
+        [score_completions(orm, prompt, ["".join(steps[:i + 1])])[0] for i in range(len(steps))], abs=1e-6)
 
     with pytest.raises(DatawallError, match="not a reward-model directory.*policy checkpoint"):
         RewardModel.load(policy[0])
@@ -298,7 +300,7 @@ def test_train_problems_can_start_past_the_policys_own_examples():
 
 
 def test_within_problem_auc_sees_through_a_problem_ranker():
-    from datawall.infer.reward_train import within_problem_auc
+    from datawall.rewards.train import within_problem_auc
 
     # scores that only say which problem is easy: pooled AUC is high, within each problem they are useless
     problems = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 from datawall.commands.think import register
 from datawall.errors import DatawallError
-from datawall.infer.backends.openai_endpoint import EndpointError, OpenAIEndpoint
-from datawall.infer.think import select_problems
+from datawall.sampling.backends.openai_endpoint import EndpointError, OpenAIEndpoint
 from datawall.serve import create_app
 from datawall.tasks import get_task
+from datawall.testtime.think import select_problems
 
 TASK = get_task("arith", digits=1)
 STRATEGY_KEYS = {"n", "accuracy", "ci_low", "ci_high", "tokens_per_query", "flops_per_query", "dollars_per_query"}

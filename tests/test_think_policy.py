@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from datawall.cli import app
 from datawall.errors import DatawallError
-from datawall.infer.think_policy import TOL, choose_baseline, problem_set
+from datawall.testtime.think_policy import TOL, choose_baseline, problem_set
 
 
 @pytest.fixture(scope="module")

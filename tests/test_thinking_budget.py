@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from datawall.cli import app
 from datawall.errors import DatawallError
-from datawall.infer.thinking_budget import (
+from datawall.testtime.thinking_budget import (
     FINAL_MARK,
     ThinkingConfig,
     answer_marker,
@@ -31,7 +31,7 @@ def policy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backend(policy):
-    from datawall.infer.backends.local import LocalBackend
+    from datawall.sampling.backends.local import LocalBackend
 
     return LocalBackend(policy)
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from datawall.counts import format_count, parse_count
-from datawall.errors import DatawallError
+from datawall.errors import DatawallError, validation_error
 
 app = typer.Typer(help="Fit, evaluate and plan with scaling laws (Chinchilla and data-constrained).",
                   no_args_is_help=True)
@@ -62,7 +62,7 @@ def fit(
     from datawall.laws.fit import fit_chinchilla, fit_data_constrained
     from datawall.laws.io import read_points
     from datawall.laws.published import get_law
-    from datawall.laws.report import fit_summary
+    from datawall.report.law_report import fit_summary
 
     if form not in FORMS:
         raise DatawallError(f"--form {form!r}: expected one of {', '.join(FORMS)}")
@@ -94,7 +94,7 @@ def fit(
         result.law = result.law.with_samples(samples)
     summary = fit_summary(result, pts, C, level, seed if bootstrap else None)
     if plot is not None:
-        from datawall.laws.report import write_fit_report
+        from datawall.report.law_report import write_fit_report
 
         summary["files"] = write_fit_report(plot, result, pts, summary)
     if as_json:
@@ -258,8 +258,8 @@ def ladder(
 
     from pydantic import ValidationError
 
-    from datawall.laws.ladder import ladder_spec, run_ladder
-    from datawall.laws.ladder_report import write_report
+    from datawall.study.ladder import ladder_spec, run_ladder
+    from datawall.study.ladder_report import write_report
 
     overrides: dict = {}
     if spec_file is not None:
@@ -279,8 +279,7 @@ def ladder(
     try:
         spec = ladder_spec(preset, **overrides)
     except ValidationError as e:
-        err = e.errors()[0]
-        raise DatawallError(f"ladder spec: {'.'.join(str(x) for x in err['loc']) or 'spec'}: {err['msg']}") from None
+        raise validation_error(e, "ladder spec") from None
 
     def on_term(signum, frame):
         raise KeyboardInterrupt

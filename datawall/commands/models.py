@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 
 from datawall.counts import parse_count
-from datawall.errors import DatawallError
+from datawall.errors import DatawallError, validation_error
 from datawall.progress import stderr
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (logs go to stderr).")]
@@ -19,13 +19,6 @@ TaskArgs = Annotated[str, typer.Option(help="Task settings as k=v,k=v, e.g. 'dig
 
 def _print_json(obj: dict) -> None:
     print(json.dumps(obj))
-
-
-def _pydantic_error(e: ValidationError) -> DatawallError:
-    """One line naming the first invalid field."""
-    err = e.errors()[0]
-    where = ".".join(str(x) for x in err["loc"]) or "config"
-    return DatawallError(f"{where}: {err['msg']}")
 
 
 def pretrain(
@@ -58,11 +51,9 @@ def pretrain(
     from datawall.train.run import DataSpec, RunSpec, execute
 
     batch_size = batch_size or (128 if task else 32)
-    if device.startswith("cuda"):
-        import torch
+    from datawall.model.device import require_device
 
-        if not torch.cuda.is_available():
-            raise DatawallError("--device cuda: no CUDA device is available here (use --device cpu)")
+    require_device(device)
     try:
         spec = RunSpec(
             data=DataSpec(task=task, task_args=parse_task_args(task_args), corpus=corpus,
@@ -76,7 +67,7 @@ def pretrain(
             eval_problems=eval_problems if task else 0,
         )
     except ValidationError as e:
-        raise _pydantic_error(e) from None
+        raise validation_error(e) from None
     if batch_size % grad_accum:
         raise DatawallError(f"--batch-size {batch_size} is not divisible by --grad-accum {grad_accum}")
     result = execute(spec, out, quiet=False)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from datawall.errors import DatawallError
+from datawall.errors import DatawallError, validation_error
 from datawall.progress import stderr
 
 app = typer.Typer(help="Learned reward models (ORM, PRM) that score samples for best-of-n and weighted voting.",
@@ -52,8 +52,8 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Sample train-split solutions, label them with the verifier (ORM) or rollouts (PRM), fit, save to OUT."""
-    from datawall.infer.reward_build import RewardBuildConfig, build_reward_model
-    from datawall.infer.reward_train import RewardTrainConfig
+    from datawall.rewards.build import RewardBuildConfig, build_reward_model
+    from datawall.rewards.train import RewardTrainConfig
     from datawall.tasks.registry import parse_task_args
 
     if not model.is_dir():
@@ -66,9 +66,7 @@ def train(
             train=RewardTrainConfig(epochs=epochs, lr=lr, head_lr=head_lr, batch_size=batch_size,
                                     pairwise=pairwise, val_frac=val_frac, seed=seed, device=device))
     except ValidationError as e:
-        err = e.errors()[0]
-        where = "--" + str(err["loc"][-1]).replace("_", "-")
-        raise DatawallError(f"{where}: {err['msg']}") from None
+        raise validation_error(e, flags=True) from None
     info = build_reward_model(cfg, out, quiet=as_json, force=force)
     val = info["metrics"].get("val") or {}
     result = {"out": str(out), "kind": info["kind"], "reused": info["reused"], "params": info["params"],

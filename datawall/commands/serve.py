@@ -58,11 +58,9 @@ def serve(
         api_key = os.environ.get(api_key_env)
         if not api_key:
             raise DatawallError(f"--api-key-env {api_key_env}: that environment variable is not set or empty")
-    if device.startswith("cuda"):
-        import torch
+    from datawall.model.device import require_device
 
-        if not torch.cuda.is_available():
-            raise DatawallError("--device cuda: no CUDA device is available here (use --device cpu)")
+    require_device(device)
     limits = Limits(max_n=max_n, max_tokens=max_tokens, max_prompt_tokens=max_prompt_tokens)
     app = create_app(checkpoint_dir(model_dir), api_key=api_key, limits=limits, model_name=model_name,
                      device=device)

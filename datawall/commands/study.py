@@ -65,12 +65,10 @@ def run(
         raise DatawallError("give a study spec file or --preset quick|standard|gpu (not both); "
                             "`datawall study init` writes a spec to edit")
     study = load_spec(spec) if spec is not None else load_preset(preset)
-    if executor == "local" and study.train.device.startswith("cuda"):
-        import torch
+    if executor == "local":
+        from datawall.model.device import require_device
 
-        if not torch.cuda.is_available():
-            raise DatawallError(f"train.device: {study.train.device!r} but no CUDA device is available here "
-                                "(use the quick or standard preset on CPU)")
+        require_device(study.train.device, "train.device")
     plan = make_plan(study)
     out = out or Path(f"study-{study.name}")
     if dry_run:

@@ -72,9 +72,9 @@ def think(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Sample a pool per held-out problem and report accuracy vs samples, FLOPs and dollars per strategy."""
-    from datawall.infer.sample_cache import SampleCache
-    from datawall.infer.think import ThinkConfig, check_config, parse_strategies, run_think
+    from datawall.sampling.sample_cache import SampleCache
     from datawall.tasks.registry import parse_task_args
+    from datawall.testtime.think import ThinkConfig, check_config, parse_strategies, run_think
 
     if sum(x is not None for x in (model, hf, endpoint)) != 1:
         raise DatawallError("give exactly one of --model DIR, --hf DIR or --endpoint URL (with --api-model NAME)")
@@ -84,7 +84,7 @@ def think(
         raise DatawallError("--api-model, --api-key-env and --chat go with --endpoint")
     orm_scorer, prm_scorer = None, None
     if orm is not None or prm is not None:
-        from datawall.infer.reward_model import load_scorers
+        from datawall.rewards.scorers import load_scorers
 
         orm_scorer, prm_scorer = load_scorers(orm, prm, aggregate, device)
     scorer = orm_scorer or prm_scorer  # the ORM judges whole samples when both are given
@@ -97,15 +97,15 @@ def think(
     check_config(cfg)
     price_file = str(prices) if prices else None
     if model is not None:
-        from datawall.infer.backends.local import LocalBackend
+        from datawall.sampling.backends.local import LocalBackend
 
         backend = LocalBackend(model, device=device, price=price, prices=price_file)
     elif hf is not None:
-        from datawall.infer.backends.hf import HFBackend
+        from datawall.sampling.backends.hf import HFBackend
 
         backend = HFBackend(hf, device=device, price=price, prices=price_file)
     else:
-        from datawall.infer.backends.openai_endpoint import OpenAIEndpoint
+        from datawall.sampling.backends.openai_endpoint import OpenAIEndpoint
 
         backend = OpenAIEndpoint(endpoint, api_model, api_key_env=api_key_env, chat=chat, concurrency=concurrency,
                                  timeout_s=timeout, max_retries=retries, price=price, prices=price_file,
@@ -149,7 +149,7 @@ def think(
 def search_options(beam_n: str | None, beam_expand: int, beam_aggregate: str, thinking_budgets: str | None,
                    thinking_extend: int, difficulty_bins: int) -> dict:
     """ThinkConfig fields of beam search, budget forcing and the policy, parsed from the flags."""
-    from datawall.infer.thinking_budget import parse_budgets
+    from datawall.testtime.thinking_budget import parse_budgets
 
     try:
         grid = [int(x) for x in beam_n.split(",") if x.strip()] if beam_n else None

@@ -21,7 +21,7 @@ def think_compare(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Crossover: the smallest budget per query at which SMALL's curve reaches LARGE's accuracy at --large-k."""
-    from datawall.infer.think_policy import compare_runs
+    from datawall.testtime.think_policy import compare_runs
 
     res = compare_runs(small, large, strategy, large_strategy, axis, large_k)
     if as_json:

@@ -11,13 +11,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from datawall.atomic import atomic_directory
 from datawall.data.corpus import Corpus
 from datawall.data.tokenizer import Tokenizer
 from datawall.errors import DatawallError
@@ -40,25 +40,10 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "datawall"
 
 
-def _publish(tmp: Path, final: Path) -> None:
-    """Rename a finished temp directory into place; if another process got there first, keep theirs."""
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not final.is_dir():
-            raise
-
-
 def _build_entry(final: Path, build) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
+    """Build a cache entry in a temporary directory and rename it into place; a racing process's entry wins."""
+    with atomic_directory(final, replace=False) as tmp:
         build(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _publish(tmp, final)
 
 
 def _train_texts(corpus: Corpus, max_chars: int) -> Iterator[str]:

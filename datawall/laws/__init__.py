@@ -4,7 +4,7 @@
     law = get_law("datablations-muennighoff2023")
     law.predict(N=1e9, D=100e9, U=10e9)
 
-Plots and HTML reports live in `datawall.laws.plots` and `datawall.laws.report` (they import matplotlib).
+Plots and HTML reports live in `datawall.report.law_plots` and `datawall.report.law_report` (they import matplotlib).
 """
 
 from datawall.laws.bootstrap import bootstrap_chinchilla, bootstrap_data_constrained, intervals, standard_errors

@@ -9,9 +9,7 @@ datawall.json that is present must be valid. Weights of any float dtype load as 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import datawall
+from datawall.atomic import atomic_directory
 from datawall.data.tokenizer import Tokenizer
 from datawall.errors import DatawallError
 from datawall.model.config import ModelConfig
@@ -221,22 +220,18 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json") -> ModelConfi
 # --- save ----------------------------------------------------------------------------------------
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _looks_like_checkpoint(directory: Path) -> bool:
     return (directory / "config.json").is_file() or (directory / "datawall.json").is_file()
 
 
 def save_checkpoint(
-    directory: str | Path, model: Transformer, tokenizer: Tokenizer, meta: dict[str, Any] | None = None
+    directory: str | Path, model: Transformer, tokenizer: Tokenizer, meta: dict[str, Any] | None = None,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write model + tokenizer + meta as an HF Llama directory, atomically replacing any previous checkpoint."""
+    """Write model + tokenizer + meta as an HF Llama directory, atomically replacing any previous checkpoint.
+
+    `extra(tmp)` may add files (the trainer's optimizer state) that are swapped in with the rest.
+    """
     directory = Path(directory)
     if directory.exists() and (
         not directory.is_dir() or (any(directory.iterdir()) and not _looks_like_checkpoint(directory))
@@ -255,33 +250,14 @@ def save_checkpoint(
     except (TypeError, ValueError) as e:
         raise DatawallError(f"checkpoint meta is not JSON-serializable ({e})") from None
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = directory.parent / f".{directory.name}.tmp-{tag}"
-    tmp.mkdir()
-    try:
+    with atomic_directory(directory) as tmp:
         save_file(hf_state_dict(model), str(tmp / WEIGHTS), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(hf_config(cfg, tokenizer), indent=2) + "\n")
         (tmp / "generation_config.json").write_text(json.dumps(generation_config(tokenizer), indent=2) + "\n")
         tokenizer.save(tmp, model_max_length=cfg.max_seq_len)
         (tmp / "datawall.json").write_text(info_text)
-        for path in [*tmp.iterdir(), tmp]:
-            _fsync(path)
-        if directory.exists():
-            old = directory.parent / f".{directory.name}.old-{tag}"
-            directory.rename(old)
-            try:
-                tmp.rename(directory)
-            except BaseException:
-                old.rename(directory)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(directory)
-        _fsync(directory.parent)  # make the renames durable
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if extra is not None:
+            extra(tmp)
     return directory
 
 

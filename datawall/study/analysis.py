@@ -40,7 +40,7 @@ def _combine(accs: list[float], ses: list[float]) -> tuple[float, float]:
 
 
 def _price(plan: Plan):
-    from datawall.infer.prices import load_prices
+    from datawall.economics.prices import load_prices
 
     return load_prices(plan.spec.prices.file).get(plan.spec.prices.entry)
 

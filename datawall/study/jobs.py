@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from datawall.atomic import atomic_write_json
-from datawall.errors import DatawallError
+from datawall.errors import DatawallError, validation_error
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,7 @@ def _pretrain_resolve(config: dict) -> dict:
     try:
         spec = RunSpec.model_validate(config)
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        raise DatawallError(f"pretrain job config: {where}: {err['msg']}") from None
+        raise validation_error(e, "pretrain job config") from None
     if spec.data.task is not None:
         _check_task(spec.data.task, spec.data.task_args)
     return spec.model_dump(mode="json")
@@ -147,7 +145,7 @@ THINK_EXTRA = {"model": None, "device": "cpu", "price": None}
 def _think_resolve(config: dict) -> dict:
     from dataclasses import asdict, fields
 
-    from datawall.infer.think import ThinkConfig, check_config, parse_strategies
+    from datawall.testtime.think import ThinkConfig, check_config, parse_strategies
 
     known = {f.name for f in fields(ThinkConfig)} | set(THINK_EXTRA)
     unknown = sorted(set(config) - known)
@@ -171,8 +169,8 @@ def _think_resolve(config: dict) -> dict:
 
 
 def _think_run(config: dict, run_dir: Path, dep_dirs: dict[str, Path], quiet: bool) -> dict:
-    from datawall.infer.backends.local import LocalBackend
-    from datawall.infer.think import ThinkConfig, run_think
+    from datawall.sampling.backends.local import LocalBackend
+    from datawall.testtime.think import ThinkConfig, run_think
 
     model_dir = dep_dirs[config["model"]] / "checkpoint"  # the run dir's own config.json is the run's, not HF's
     backend = LocalBackend(model_dir, device=config["device"], price=config["price"])

@@ -31,7 +31,7 @@ def _series(summary: dict):
 
 def _accuracy_plot(summary: dict, axis: str) -> bytes:
     """Held-out accuracy against total compute (or dollars), every lever, the frontier and the fits."""
-    from datawall.laws.plots import new_figure, png_bytes
+    from datawall.report.figures import new_figure, png_bytes
 
     fig, (ax,) = new_figure(size=(7.5, 4.8))
     key = "compute" if axis == "flops" else "dollars"
@@ -67,7 +67,8 @@ def _accuracy_plot(summary: dict, axis: str) -> bytes:
 
 def _loss_plot(summary: dict) -> bytes | None:
     """Held-out loss against training FLOPs for the training levers, with the fitted power law."""
-    from datawall.laws.plots import LOSS_LABEL, new_figure, png_bytes
+    from datawall.report.figures import new_figure, png_bytes
+    from datawall.report.law_plots import LOSS_LABEL
 
     levers = [lv for lv in ("scale", "repetition") if lv in summary["levers"]]
     if not levers:
@@ -102,7 +103,7 @@ def _loss_plot(summary: dict) -> bytes | None:
 
 def _samples_plot(summary: dict) -> bytes | None:
     """Test-time lever: accuracy against samples per query for each strategy."""
-    from datawall.laws.plots import new_figure, png_bytes
+    from datawall.report.figures import new_figure, png_bytes
 
     pts = summary["levers"].get("test_time")
     if not pts:
@@ -220,7 +221,7 @@ def markdown(summary: dict) -> str:
 
 def html(summary: dict) -> str:
     """report.html: the same content as summary.md, with the plots embedded."""
-    from datawall.laws.plots import html_page
+    from datawall.report.html import html_page
 
     blocks: list[tuple] = [("h2", "Recommendation"), ("p", summary["recommendation"]["sentence"]),
                            ("p", _setup_line(summary)),

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from datawall.counts import parse_count
-from datawall.errors import DatawallError
+from datawall.errors import DatawallError, validation_error
 
 PRESETS = ("quick", "standard", "gpu")
 PRESET_DIR = Path(__file__).with_name("presets")
@@ -191,36 +191,12 @@ class StudySpec(_Section):
         return self.levers.test_time.problems or self.world.eval_problems
 
 
-def _where(err: dict) -> str:
-    loc = [str(p) for p in err["loc"]]
-    return ".".join(loc) if loc else "(top level)"
-
-
-def _message(err: dict) -> str:
-    msg = err["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        msg = msg.removeprefix(prefix)
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    return msg
-
-
 def parse_spec(data: dict, source: str, base_dir: Path | None = None) -> StudySpec:
     """A StudySpec from a parsed TOML dict; errors name `source` and the key at fault."""
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as e:
-        errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")
-        first = errors[0]
-        msg, where = _message(first), _where(first)
-        # model validators name their own key path ("levers.rl: ..."): don't name its parent twice
-        own = msg.split(": ", 1)[0]
-        located = ": " in msg and "." in own or (where == "(top level)" and ": " in msg)
-        text = f"{source}: {msg}" if located and own.startswith(where.replace("(top level)", "")) \
-            else f"{source}: {where}: {msg}"
-        if len(errors) > 1:
-            text += f" (and {len(errors) - 1} more)"
-        raise DatawallError(text) from None
+        raise validation_error(e, source) from None
     if spec.prices.file and base_dir is not None and not Path(spec.prices.file).is_absolute():
         spec = spec.model_copy(update={"prices": spec.prices.model_copy(
             update={"file": str((base_dir / spec.prices.file).resolve())})})
@@ -229,7 +205,7 @@ def parse_spec(data: dict, source: str, base_dir: Path | None = None) -> StudySp
 
 
 def _check_price(spec: StudySpec, source: str) -> None:
-    from datawall.infer.prices import load_prices
+    from datawall.economics.prices import load_prices
 
     try:
         price = load_prices(spec.prices.file).get(spec.prices.entry)

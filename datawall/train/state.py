@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from datawall.atomic import atomic_write
+from datawall.atomic import previous_directory
 from datawall.model import load_checkpoint, save_checkpoint
 
 STATE_FILE = "trainer_state.pt"
@@ -26,22 +25,15 @@ class LoopState:
 
 def save_training_checkpoint(run_dir: Path, model, tokenizer, meta: dict, optimizer, state: LoopState) -> None:
     """Write run_dir/checkpoint (model + trainer state) so that a crash at any moment leaves one intact copy."""
-    final, staged, old = run_dir / "checkpoint", run_dir / ".checkpoint.new", run_dir / ".checkpoint.old"
-    shutil.rmtree(staged, ignore_errors=True)
-    save_checkpoint(staged, model, tokenizer, meta | asdict(state))
     payload = {"optimizer": optimizer.state_dict(), "loop": asdict(state)}
-    atomic_write(staged / STATE_FILE, lambda p: torch.save(payload, p))
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    staged.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    save_checkpoint(run_dir / "checkpoint", model, tokenizer, meta | asdict(state),
+                    extra=lambda tmp: torch.save(payload, tmp / STATE_FILE))
 
 
 def find_training_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint in run_dir (a crash between the two renames leaves it in .old)."""
-    for candidate in (run_dir / "checkpoint", run_dir / ".checkpoint.old"):
-        if (candidate / STATE_FILE).exists():
+    """The newest complete checkpoint in run_dir (a crash between the swap's two renames leaves it aside)."""
+    for candidate in (run_dir / "checkpoint", previous_directory(run_dir / "checkpoint")):
+        if candidate is not None and (candidate / STATE_FILE).exists():
             return candidate
     return None
 
