@@ -1,4 +1,4 @@
-"""Shared fixtures: a private cache dir and two threads, as on the CI machine."""
+"""Shared fixtures: a private cache dir and two threads, as on the CI machine; anchor data that CI must have."""
 
 from __future__ import annotations
 
@@ -12,8 +12,20 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 ANCHORS = REPO.parent / "shared" / "anchors"
+# .ci/run sets DATAWALL_CI; CI always has ../shared beside the clone, so a missing anchor is a failure there
+IN_CI = bool(os.environ.get("DATAWALL_CI") or os.environ.get("CI"))
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def require_anchor(path: Path) -> Path:
+    """`path` under ../shared/anchors: fail in CI when it is missing, skip (with the reason) elsewhere."""
+    if not path.exists():
+        msg = f"anchor data {path} not found (the reproduction tests read ../shared/anchors beside the clone)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -104,14 +104,18 @@ def test_scorer_flops_are_counted_when_reported():
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
     with one_thread():
-        yield trained_policy(tmp_path_factory.getbasetemp())
+        yield trained_policy(tmp_path_factory.getbasetemp(), steps=800)
 
 
+@pytest.mark.learned
 def test_beam_search_beats_majority_with_an_informative_scorer(tmp_path, policy):
+    """On a policy whose lines are often but not always right, an oracle line scorer lets beam search repair what
+    voting over whole samples cannot. Measured margins: +0.37 to +0.44 over majority@8 under two kernel sets
+    (a 200-step policy, right almost never, gave beam 0.0 vs majority 0.01 on an AVX-512 machine)."""
     from datawall.sampling.backends.local import LocalBackend
 
-    problems = [TASK.problem("test", i) for i in range(12)]
-    cfg = ThinkConfig(task="arith", task_args=TASK_ARGS, problems=12, n_max=8,
+    problems = [TASK.problem("test", i) for i in range(24)]
+    cfg = ThinkConfig(task="arith", task_args=TASK_ARGS, problems=24, n_max=8,
                       strategies=["majority", "pass@k", "beam"], beam_expand=2, beam_n=[2, 8], n_boot=200)
     backend = LocalBackend(policy)
     res = run_think(backend, cfg, tmp_path, quiet=True, step_scorer=line_scorer(problems))
@@ -128,7 +132,7 @@ def test_beam_search_beats_majority_with_an_informative_scorer(tmp_path, policy)
     assert beam[8]["tokens_per_query"] > beam[2]["tokens_per_query"]
     assert 0.5 < beam[8]["tokens_per_query"] / majority[8]["tokens_per_query"] < 3
     rows = [json.loads(line) for line in (tmp_path / "beam.jsonl").read_text().splitlines()]
-    assert len(rows) == 24 and {r["n"] for r in rows} == {2, 8}
+    assert len(rows) == 48 and {r["n"] for r in rows} == {2, 8}
     for r in rows:
         p = TASK.problem("test", r["problem"])
         assert r["reward"] == TASK.verify(p, r["completion"])

@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from datawall.data import Tokenizer, corpus_stats, corpus_tokenizer, corpus_tokens, load_corpus, stdlib_files
 from datawall.atomic import atomic_directory
+from datawall.data import Tokenizer, corpus_stats, corpus_tokenizer, corpus_tokens, load_corpus, stdlib_files
 from datawall.errors import DatawallError
 
 
