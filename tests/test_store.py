@@ -71,7 +71,7 @@ def test_bad_job_configs_are_one_clear_error():
         Job("pretrain", {**PRETRAIN, "train": {"tokens": 5, "tokns": 5}})
     with pytest.raises(DatawallError, match="not in its deps"):
         Job("think", {"model": "abcd", "task": "arith"})
-    with pytest.raises(DatawallError, match="unknown key 'n'"):
+    with pytest.raises(DatawallError, match="think job config: n: unknown key"):
         Job("think", {"model": "abcd", "task": "arith", "n": 3}, deps=("abcd",))
     with pytest.raises(DatawallError, match="bad setting digits=abc"):  # caught before anything runs
         Job("pretrain", {**PRETRAIN, "data": {"task": "arith", "task_args": {"digits": "abc"}}})

@@ -59,6 +59,26 @@ def test_dry_run_lists_the_plan(tmp_path):
     assert kinds.count("think") == seeds and kinds.count("pretrain") == len(kinds) - seeds
     think = next(r for r in plan["runs"] if r["kind"] == "think")
     assert think["deps"][0] in {r["key"] for r in plan["runs"] if r["kind"] == "pretrain"}
+    assert think["lever"] == "test_time" and think["est_flops"] > 0
+    assert plan["flops"] == pytest.approx(sum(r["est_flops"] for r in plan["runs"]))
+    assert plan["flops"] == pytest.approx(sum(plan["levers"].values())) and plan["flops"] > plan["train_flops"]
+
+
+def test_dry_run_of_a_gpu_study_needs_no_gpu():
+    result = run_study("--preset", "gpu", "--dry-run", "--json")
+    assert result.exit_code == 0, result.exception
+    assert json.loads(result.stdout)["study"] == "gpu"
+
+
+def test_a_billion_samples_per_query_is_refused_with_one_line(tmp_path):
+    from datawall.study.spec import preset_text
+
+    path = tmp_path / "huge.toml"
+    path.write_text(preset_text("quick").replace("n = [1, 2, 4, 8, 16]", "n = [1000000000]"))
+    result = run_study(str(path), "--dry-run")
+    assert isinstance(result.exception, DatawallError)
+    assert str(result.exception).startswith("budget.max_flops: the plan needs ~2.4")
+    assert "levers.test_time alone needs" in str(result.exception)
 
 
 def test_rerun_reuses_every_run_and_gives_the_same_report(tmp_path_factory, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
 from datawall.data import Tokenizer, task_docs
@@ -82,6 +84,46 @@ def test_budget_caps_name_the_key():
         make_plan(spec(budget={"max_train_flops": 1e9}))
     with pytest.raises(DatawallError, match="budget.max_train_tokens: the plan trains"):
         make_plan(spec(budget={"max_train_tokens": 1000}))
+
+
+def test_every_job_has_a_flop_estimate_charged_to_the_lever_that_added_it():
+    s = spec()
+    plan = make_plan(s)
+    by = plan.flops_by_lever()
+    assert list(by) == ["baseline", "scale", "repetition", "test_time"]
+    assert sum(by.values()) == pytest.approx(plan.flops) and plan.flops > plan.train_flops
+    # the baseline's runs are shared with scale (100k) and repetition (2 epochs): charged to the baseline once
+    base = plan.points[0]
+    assert all(plan.lever_of[k] == "baseline" for k in base.pretrain)
+    assert {plan.job(k).config["size"] for k, lv in plan.lever_of.items() if lv == "scale"} == {"1m"}
+    # a think run samples max(n) answers plus a greedy one per problem, each a greedy query's FLOPs
+    think = next(j for j in plan.jobs if j.kind == "think")
+    assert plan.est_flops[think.key] == pytest.approx(20 * (4 + 1) * plan.infer_flops["100k"])
+    assert by["test_time"] == pytest.approx(2 * plan.est_flops[think.key])
+
+
+def test_budget_covers_sampling_and_names_the_lever():
+    # a million samples per query: far more than training, which the training caps alone let through
+    huge = make_plan(spec(levers={"test_time": {"n": [1, 1_000_000]}}, budget={"max_train_flops": 1e15}))
+    assert huge.flops > 1000 * huge.train_flops
+    with pytest.raises(DatawallError) as e:
+        make_plan(spec(levers={"test_time": {"n": [1, "1M"]}}, budget={"max_flops": 1e13}))
+    msg = str(e.value)
+    assert msg.startswith("budget.max_flops: the plan needs ~") and "levers.test_time alone needs" in msg, msg
+    assert " pretrain + " in msg and " think)" in msg and "\n" not in msg
+    with pytest.raises(DatawallError, match="levers.scale alone needs"):
+        make_plan(spec(levers={"scale": {"sizes": ["100k", "25m"]}}, budget={"max_flops": 1e12}))
+    plan = make_plan(spec())
+    assert make_plan(spec(budget={"max_flops": plan.flops * 1.01})).flops == plan.flops  # under the cap: runs
+
+
+def test_the_preset_with_a_billion_samples_is_refused_by_its_own_budget():
+    from datawall.study.spec import preset_text
+
+    data = tomllib.loads(preset_text("quick"))
+    data["levers"]["test_time"]["n"] = [1_000_000_000]
+    with pytest.raises(DatawallError, match=r"budget.max_flops: .* levers.test_time alone needs ~2.4\d*e\+18"):
+        make_plan(parse_spec(data, "quick.toml"))
 
 
 def test_context_too_short_is_named():

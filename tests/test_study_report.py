@@ -182,11 +182,12 @@ def test_report_renders_in_headless_chromium(study, tmp_path):
 
 
 def test_seed_spread_and_gain_eligibility():
-    from datawall.study.analysis import _combine, add_gains
+    from datawall.study.analysis import add_gains
+    from datawall.study.levers.measure import combine
 
-    acc, se = _combine([0.2, 0.4], [0.02, 0.02])
+    acc, se = combine([0.2, 0.4], [0.02, 0.02])
     assert acc == pytest.approx(0.3) and se == pytest.approx(math.sqrt(0.0004 / 2 + 0.02 / 2))
-    assert _combine([0.5], [0.03]) == (0.5, pytest.approx(0.03))
+    assert combine([0.5], [0.03]) == (0.5, pytest.approx(0.03))
     ref = {"accuracy": 0.3, "accuracy_se": 0.01, "compute": 100.0, "dollars": 1.0, "oracle": False}
     pts = [{"accuracy": 0.5, "accuracy_se": 0.01, "compute": 200.0, "dollars": 2.0, "oracle": False},
            {"accuracy": 0.6, "accuracy_se": 0.01, "compute": 50.0, "dollars": 0.5, "oracle": False},

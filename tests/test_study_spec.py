@@ -7,6 +7,7 @@ import tomllib
 import pytest
 
 from datawall.errors import DatawallError
+from datawall.study.levers import test_time
 from datawall.study.spec import PRESETS, load_preset, load_spec, parse_spec, preset_text
 
 
@@ -34,11 +35,32 @@ def test_gpu_preset_targets_cuda():
     ({"world": {"unique_examples": "lots"}}, "study.toml: world.unique_examples: cannot read 'lots'"),
     ({"world": {"seeds": [1, 1]}}, "study.toml: world.seeds: seeds must be distinct"),
     ({"world": {"seeds": []}}, "study.toml: world.seeds:"),
-    ({"levers": {"test_time": {"strategies": ["beam"]}}}, "study.toml: levers.test_time.strategies: unknown strategy"),
+    ({"levers": {"test_time": {"strategies": ["vibes"]}}}, "study.toml: levers.test_time.strategies: unknown strategy "
+                                                           "'vibes'"),
+    ({"levers": {"test_time": {"strategies": ["beam"]}}}, "study.toml: levers.test_time.strategies: 'beam' needs a "
+                                                          "process reward model"),
+    ({"levers": {"test_time": {"strategies": ["best-of-n"]}}}, "study.toml: levers.test_time.strategies: "
+                                                               "'best-of-n' needs a reward model"),
+    ({"levers": {"test_time": {"n": []}}}, "study.toml: levers.test_time.n: give at least one sample count"),
     ({"levers": {"repetition": {"epochs": [0]}}}, "study.toml: levers.repetition.epochs.0:"),
     ({"levers": {"rl": {"enabled": True}}}, "study.toml: levers.rl: not available yet"),
     ({"levers": {"synthetic": {"enabled": True, "teacher": "x"}}}, "study.toml: levers.synthetic: not available yet"),
     ({"budget": {"max_train_flops": "-1"}}, "study.toml: budget.max_train_flops: must be a positive"),
+    ({"budget": {"max_flops": 0}}, "study.toml: budget.max_flops: Input should be greater than 0"),
+    # booleans are not counts (pydantic alone would read true as 1)
+    ({"world": {"unique_examples": True}}, "study.toml: world.unique_examples: expected a count, got the boolean "
+                                           "true"),
+    ({"world": {"seeds": [0, True]}}, "study.toml: world.seeds.1: expected a number, got the boolean true"),
+    ({"train": {"batch_size": True}}, "study.toml: train.batch_size: expected a number"),
+    ({"train": {"lr": False}}, "study.toml: train.lr: expected a number, got the boolean false"),
+    ({"baseline": {"epochs": True}}, "study.toml: baseline.epochs: expected a number"),
+    ({"levers": {"repetition": {"epochs": [1, True]}}}, "study.toml: levers.repetition.epochs.1: expected a number"),
+    ({"levers": {"test_time": {"n": [True, 4]}}}, "study.toml: levers.test_time.n.0: expected a count"),
+    ({"levers": {"test_time": {"problems": True}}}, "study.toml: levers.test_time.problems: expected a count"),
+    ({"budget": {"max_flops": True}}, "study.toml: budget.max_flops: expected a count"),
+    ({"queries": {"expected": True}}, "study.toml: queries.expected: expected a count"),
+    ({"train": {"device": "tpu"}}, "study.toml: train.device: unknown device 'tpu'; use cpu, cuda or cuda:N"),
+    ({"train": {"device": "cuda:x"}}, "study.toml: train.device: unknown device 'cuda:x'"),
     ({"prices": {"entry": "gpt-4o"}}, "study.toml: prices.entry: 'gpt-4o' is an api price"),
     ({"prices": {"entry": "nope"}}, "study.toml: prices: no price for backend 'nope'"),
     ({"nmae": "x"}, "study.toml: nmae: unknown key"),
@@ -52,12 +74,18 @@ def test_errors_name_the_key(data, message):
 
 def test_counts_and_reserved_levers_switched_off_are_accepted():
     spec = parse_spec({"world": {"unique_examples": "2k", "task_args": {"digits": 2, "ops": "add"}},
-                       "budget": {"max_train_flops": "3e12"}, "queries": {"expected": "1M"},
-                       "levers": {"rl": {"enabled": False, "steps": 10}}}, "s.toml")
+                       "budget": {"max_train_flops": "3e12", "max_flops": "1e13"}, "queries": {"expected": "1M"},
+                       "train": {"device": "cuda:1"},  # a valid name: whether it exists is checked when runs run
+                       "levers": {"rl": {"enabled": False, "steps": 10},
+                                  "test_time": {"strategies": ["maj", "pass", "majority"], "n": ["1k", 4, 4]}}},
+                      "s.toml")
     assert spec.world.unique_examples == 2000
     assert spec.world.task_args == {"digits": "2", "ops": "add"}  # tasks read settings as strings
-    assert spec.budget.max_train_flops == 3e12 and spec.queries.expected == 1e6
-    assert spec.test_problems == spec.world.eval_problems
+    assert spec.budget.max_train_flops == 3e12 and spec.budget.max_flops == 1e13 and spec.queries.expected == 1e6
+    assert spec.train.device == "cuda:1"
+    assert spec.levers.test_time.strategies == ["majority", "pass@k"]  # aliases resolved, repeats dropped
+    assert spec.levers.test_time.n == [4, 1000]
+    assert test_time.problems(spec) == spec.world.eval_problems
 
 
 def test_load_spec_file_errors_and_relative_price_file(tmp_path):

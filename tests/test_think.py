@@ -260,8 +260,12 @@ def test_connection_errors_are_retried_then_reported():
     (("--endpoint", "http://x/v1"), "--api-model"),
     (("--model", "m", "--strategies", "greedy,vibes"), "unknown strategy 'vibes'"),
     (("--model", "m", "--strategies", "best-of-n"), "reward model"),
-    (("--model", "m", "--n-max", "0"), "--n-max must be >= 1"),
-    (("--model", "m", "--problems", "0"), "--problems must be >= 1"),
+    (("--model", "m", "--n-max", "0"), "--n-max: Input should be greater than or equal to 1"),
+    (("--model", "m", "--problems", "0"), "--problems: Input should be greater than or equal to 1"),
+    (("--model", "m", "--top-p", "1.5"), "--top-p: Input should be less than or equal to 1"),
+    (("--model", "m", "--beam-aggregate", "mean"), "--beam-aggregate: Input should be 'last', 'min' or 'product'"),
+    (("--model", "m", "--strategies", "beam", "--beam-n", "6"), "--beam-n: 6 is not a multiple of --beam-expand (4)"),
+    (("--model", "m", "--strategies", "greedy,beam"), "'beam' needs a step scorer"),
     (("--model", "/no/such/dir"), "no such model directory"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, message):

@@ -65,20 +65,20 @@ def run(
         raise DatawallError("give a study spec file or --preset quick|standard|gpu (not both); "
                             "`datawall study init` writes a spec to edit")
     study = load_spec(spec) if spec is not None else load_preset(preset)
+    plan = make_plan(study)
+    out = out or Path(f"study-{study.name}")
+    if dry_run:  # a plan can be read anywhere: the device only has to exist where the runs run
+        _print_plan(plan, as_json)
+        return
     if executor == "local":
         from datawall.model.device import require_device
 
         require_device(study.train.device, "train.device")
-    plan = make_plan(study)
-    out = out or Path(f"study-{study.name}")
-    if dry_run:
-        _print_plan(plan, as_json)
-        return
     runner = get_executor(executor, workers=workers, address=address, threads=threads)
     runs = RunStore(store)
     if not as_json:
-        stderr.print(f"study {study.name}: {len(plan.jobs)} runs, ~{plan.train_flops:.2g} training FLOPs "
-                     f"(estimated), store {runs.root}, report in {out}")
+        stderr.print(f"study {study.name}: {len(plan.jobs)} runs, ~{plan.flops:.2g} FLOPs ({plan.train_flops:.2g} "
+                     f"training; estimated), store {runs.root}, report in {out}")
     try:
         with StudyView(plan, disable=as_json) as view:
             results = runner.run(plan.jobs, runs, on_event=view, quiet=True, study=study.name,
@@ -98,14 +98,17 @@ def run(
 
 
 def _print_plan(plan, as_json: bool) -> None:
-    rows = [{"key": j.key, "kind": j.kind, "label": plan.label(j.key), "est_flops": plan.est_flops[j.key],
-             "deps": list(j.deps)} for j in plan.jobs]
+    rows = [{"key": j.key, "kind": j.kind, "label": plan.label(j.key), "lever": plan.lever_of.get(j.key, "baseline"),
+             "est_flops": plan.est_flops[j.key], "deps": list(j.deps)} for j in plan.jobs]
+    by_lever = plan.flops_by_lever()
     if as_json:
-        print(json.dumps({"study": plan.spec.name, "train_flops": plan.train_flops, "runs": rows}))
+        print(json.dumps({"study": plan.spec.name, "flops": plan.flops, "train_flops": plan.train_flops,
+                          "levers": by_lever, "runs": rows}))
         return
     for r in rows:
-        print(f"{r['kind']}-{r['key']}  {r['label']:<40} ~{r['est_flops']:.2g} FLOPs")
-    print(f"{len(rows)} runs, ~{plan.train_flops:.2g} training FLOPs (estimated)")
+        print(f"{r['kind']}-{r['key']}  {r['label']:<40} {r['lever']:<11} ~{r['est_flops']:.2g} FLOPs")
+    print(f"{len(rows)} runs, ~{plan.flops:.2g} FLOPs estimated ({plan.train_flops:.2g} training); by lever: "
+          + ", ".join(f"{lever} {flops:.2g}" for lever, flops in by_lever.items()))
 
 
 @app.command()

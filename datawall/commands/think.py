@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from datawall.errors import DatawallError
+from datawall.errors import DatawallError, validation_error
 from datawall.progress import stderr
+from datawall.testtime.think_config import ThinkConfig
+
+_help, _default = ThinkConfig.help, ThinkConfig.default  # each setting's help and default are written once there
 
 
 def think(
-    task: Annotated[str, typer.Option(help="Task world: arith, trace, countdown or jsonl:PATH.")],
+    task: Annotated[str, typer.Option(help=_help("task"))],
     out: Annotated[Path, typer.Option(help="Output directory (resumed if it holds samples of the same run).")],
     model: Annotated[Path | None, typer.Option(help="Checkpoint directory (or run directory) to sample.")] = None,
     hf: Annotated[Path | None, typer.Option(help="Hugging Face causal-LM directory, sampled with "
@@ -25,19 +29,16 @@ def think(
                                                     "API key.")] = None,
     chat: Annotated[bool, typer.Option(help="Use /chat/completions instead of /completions.")] = False,
     task_args: Annotated[str, typer.Option(help="Task settings as k=v,k=v, e.g. 'digits=5,ops=add'.")] = "",
-    problems: Annotated[int, typer.Option(help="Held-out problems K.")] = 50,
-    distinct: Annotated[bool, typer.Option("--distinct/--keep-repeats",
-                                           help="Skip held-out problems whose prompt repeats an earlier one "
-                                                "(small generated worlds repeat).")] = True,
-    n_max: Annotated[int, typer.Option(help="Temperature samples per problem (the pool).")] = 16,
-    strategies: Annotated[str, typer.Option(help="Comma-separated: greedy, majority, pass@k (best-of-n with the "
-                                            "verifier as oracle); with --orm/--prm also best-of-n and "
-                                            "weighted-majority.")] = "greedy,majority,pass@k",
-    temperature: Annotated[float, typer.Option(help="Sampling temperature of the pool.")] = 1.0,
-    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Max new tokens per sample (default: 1.5 x the "
-                                                   "longest reference solution).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the samples and of the estimators.")] = 0,
+    problems: Annotated[int, typer.Option(help=_help("problems"))] = _default("problems"),
+    distinct: Annotated[bool, typer.Option("--distinct/--keep-repeats", help=_help("distinct"))] = _default(
+        "distinct"),
+    n_max: Annotated[int, typer.Option(help=_help("n_max"))] = _default("n_max"),
+    strategies: Annotated[str, typer.Option(help="Comma-separated: " + _help("strategies"))] = ",".join(
+        _default("strategies")),
+    temperature: Annotated[float, typer.Option(help=_help("temperature"))] = _default("temperature"),
+    top_p: Annotated[float | None, typer.Option(help=_help("top_p"))] = _default("top_p"),
+    max_tokens: Annotated[int | None, typer.Option(help=_help("max_tokens"))] = _default("max_tokens"),
+    seed: Annotated[int, typer.Option(help=_help("seed"))] = _default("seed"),
     concurrency: Annotated[int, typer.Option(help="Requests in flight to the endpoint.")] = 4,
     timeout: Annotated[float, typer.Option(help="Seconds per endpoint request.")] = 120.0,
     retries: Annotated[int, typer.Option(help="Retries per endpoint request on 429/5xx/connection errors.")] = 5,
@@ -56,25 +57,19 @@ def think(
                                              "step-level search.")] = None,
     aggregate: Annotated[str, typer.Option(help="A PRM's score of a whole sample from its step scores: last, min "
                                            "or product.")] = "min",
-    beam_n: Annotated[str | None, typer.Option(help="Beam search (strategy 'beam', needs --prm): candidates per "
-                                               "step N = width x expand, comma-separated (default: expand, "
-                                               "2 expand, ... up to --n-max).")] = None,
-    beam_expand: Annotated[int, typer.Option(help="Beam search: continuations each beam draws per step.")] = 4,
-    beam_aggregate: Annotated[str, typer.Option(help="Beam search: rank beams by the last, min or product of "
-                                                "their step scores.")] = "last",
-    thinking_budgets: Annotated[str | None, typer.Option(help="Budget forcing (s1): thinking-token budgets, "
-                                                         "e.g. 8,16,32,64; the answer is forced when a budget "
-                                                         "runs out.")] = None,
-    thinking_extend: Annotated[int, typer.Option(help="Budget forcing: times an end of thinking before the budget "
-                                                 "is suppressed (s1's 'Wait').")] = 0,
-    difficulty_bins: Annotated[int, typer.Option(help="Difficulty bins of the compute-optimal policy (fewer when "
-                                                 "there are few problems).")] = 5,
+    beam_n: Annotated[str | None, typer.Option(help=_help("beam_n") + " Comma-separated.")] = None,
+    beam_expand: Annotated[int, typer.Option(help=_help("beam_expand"))] = _default("beam_expand"),
+    beam_aggregate: Annotated[str, typer.Option(help=_help("beam_aggregate"))] = _default("beam_aggregate"),
+    thinking_budgets: Annotated[str | None, typer.Option(help=_help("thinking_budgets"))] = None,
+    thinking_extend: Annotated[int, typer.Option(help=_help("thinking_extend"))] = _default("thinking_extend"),
+    difficulty_bins: Annotated[int, typer.Option(help=_help("difficulty_bins"))] = _default("difficulty_bins"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Sample a pool per held-out problem and report accuracy vs samples, FLOPs and dollars per strategy."""
     from datawall.sampling.sample_cache import SampleCache
     from datawall.tasks.registry import parse_task_args
-    from datawall.testtime.think import ThinkConfig, check_config, parse_strategies, run_think
+    from datawall.testtime.strategies import check_scorers
+    from datawall.testtime.think import run_think
 
     if sum(x is not None for x in (model, hf, endpoint)) != 1:
         raise DatawallError("give exactly one of --model DIR, --hf DIR or --endpoint URL (with --api-model NAME)")
@@ -88,13 +83,12 @@ def think(
 
         orm_scorer, prm_scorer = load_scorers(orm, prm, aggregate, device)
     scorer = orm_scorer or prm_scorer  # the ORM judges whole samples when both are given
-    cfg = ThinkConfig(task=task, task_args=parse_task_args(task_args), problems=problems, n_max=n_max,
-                      distinct=distinct, strategies=parse_strategies(strategies, scorer), temperature=temperature,
-                      top_p=top_p,
-                      max_tokens=max_tokens, seed=seed, **search_options(beam_n, beam_expand, beam_aggregate,
-                                                                         thinking_budgets, thinking_extend,
-                                                                         difficulty_bins))
-    check_config(cfg)
+    cfg = think_config(task=task, task_args=parse_task_args(task_args), problems=problems, n_max=n_max,
+                       distinct=distinct, strategies=strategies, temperature=temperature, top_p=top_p,
+                       max_tokens=max_tokens, seed=seed, **search_options(beam_n, beam_expand, beam_aggregate,
+                                                                          thinking_budgets, thinking_extend,
+                                                                          difficulty_bins))
+    check_scorers(cfg.strategies, scorer, prm_scorer)
     price_file = str(prices) if prices else None
     if model is not None:
         from datawall.sampling.backends.local import LocalBackend
@@ -144,6 +138,25 @@ def think(
         print(f"compute-optimal policy: {pol['overall'][-1]:.1%} at the largest budget, "
               f"{pol['overall_gain'][-1]:+.1%} over {pol['baseline']} (per-bin table in the report)")
     print(f"results: {out / 'results.json'}  report: {out / 'report.html'}")
+
+
+def think_config(**flags) -> ThinkConfig:
+    """The ThinkConfig of these flags; a bad value is one line naming its flag (`--n-max: ...`)."""
+    from pydantic import ValidationError
+
+    try:
+        return ThinkConfig(**flags)
+    except ValidationError as e:
+        raise validation_error(e, describe=_as_flags) from None
+
+
+def _as_flags(err: dict) -> str:
+    """`--flag: reason`, with the settings a cross-field reason names written as their flags."""
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["loc"]:
+        return f"--{str(err['loc'][0]).replace('_', '-')}: {msg}"
+    return re.sub(r"\b(" + "|".join(ThinkConfig.model_fields) + r")\b",
+                  lambda m: "--" + m.group(1).replace("_", "-"), msg)
 
 
 def search_options(beam_n: str | None, beam_expand: int, beam_aggregate: str, thinking_budgets: str | None,

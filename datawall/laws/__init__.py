@@ -11,7 +11,9 @@ from datawall.laws.bootstrap import bootstrap_chinchilla, bootstrap_data_constra
 from datawall.laws.fit import HOFFMANN_GRID, Fit, fit_chinchilla, fit_data_constrained
 from datawall.laws.forms import ChinchillaLaw, DataConstrainedLaw, Law, predict_interval
 from datawall.laws.io import Points, law_from_json, law_to_json, load_law, read_points
+from datawall.laws.loglinear import LogLinearFit, LogLinearLaw, fit_log_linear
 from datawall.laws.plan import compute_optimal, inference_optimal, marginal_return, plan, with_repetition
+from datawall.laws.power import PowerFit, PowerLaw, fit_power_law
 from datawall.laws.published import PUBLISHED_LAWS, get_law
 
 __all__ = [
@@ -21,12 +23,18 @@ __all__ = [
     "DataConstrainedLaw",
     "Fit",
     "Law",
+    "LogLinearFit",
+    "LogLinearLaw",
     "Points",
+    "PowerFit",
+    "PowerLaw",
     "bootstrap_chinchilla",
     "bootstrap_data_constrained",
     "compute_optimal",
     "fit_chinchilla",
     "fit_data_constrained",
+    "fit_log_linear",
+    "fit_power_law",
     "get_law",
     "inference_optimal",
     "intervals",

@@ -14,8 +14,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from pydantic import Field, field_validator
+
 from datawall.atomic import atomic_write_json
 from datawall.errors import DatawallError, validation_error
+from datawall.testtime.strategies import VERIFIER_ONLY
+from datawall.testtime.think_config import ThinkConfig
 
 
 @dataclass(frozen=True)
@@ -137,40 +141,53 @@ def _last_jsonl(path: Path) -> dict | None:
     return None
 
 
-# --- think: config = {"model": <pretrain key>, ThinkConfig fields..., "device", "price"} -----------------
+# --- think: config = ThinkConfig fields + "model" (the pretrain key), "device", "price" --------------------
 
-THINK_EXTRA = {"model": None, "device": "cpu", "price": None}
+class ThinkJob(ThinkConfig):
+    """A think run of a study: ThinkConfig's settings on the checkpoint of the pretrain job `model`."""
+
+    model: str = Field(min_length=1, description="key of the pretrain job whose checkpoint is sampled")
+    device: str = Field("cpu", description="cpu, cuda or cuda:N")
+    price: str | None = Field(None, description="price-table entry (default: the backend's)")
+
+    @field_validator("strategies")
+    @classmethod
+    def _no_reward_model(cls, v: list[str]) -> list[str]:
+        needs = [s for s in v if s not in VERIFIER_ONLY]
+        if needs:
+            raise ValueError(f"{needs[0]!r} needs a reward model, which a study's think job does not load (yet); "
+                             f"use {', '.join(VERIFIER_ONLY)}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        from datawall.model.device import check_device_name  # datawall.model imports torch
+
+        try:
+            return check_device_name(v, "device")
+        except DatawallError as e:
+            raise ValueError(str(e).split(": ", 1)[1]) from None
+
+
+THINK_EXTRA = ("model", "device", "price")  # the ThinkJob keys that are not ThinkConfig settings
 
 
 def _think_resolve(config: dict) -> dict:
-    from dataclasses import asdict, fields
+    from pydantic import ValidationError
 
-    from datawall.testtime.think import ThinkConfig, check_config, parse_strategies
-
-    known = {f.name for f in fields(ThinkConfig)} | set(THINK_EXTRA)
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise DatawallError(f"think job config: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}")
-    if not config.get("model"):
-        raise DatawallError("think job config: 'model' must name the key of the pretrain job it samples")
-    think = {k: v for k, v in config.items() if k not in THINK_EXTRA}
-    if "task" not in think:
-        raise DatawallError("think job config: 'task' is required")
-    strategies = think.get("strategies")
-    if strategies is not None:
-        think["strategies"] = parse_strategies(",".join(strategies) if isinstance(strategies, list) else strategies)
     try:
-        cfg = ThinkConfig(**think)
-    except TypeError as e:
-        raise DatawallError(f"think job config: {e}") from None
-    check_config(cfg)
-    _check_task(cfg.task, cfg.task_args)
-    return {**THINK_EXTRA, **{k: config[k] for k in THINK_EXTRA if k in config}, **asdict(cfg)}
+        job = ThinkJob.model_validate(config)
+    except ValidationError as e:
+        raise validation_error(e, "think job config") from None
+    _check_task(job.task, job.task_args)
+    resolved = job.model_dump(mode="json")
+    return {**{k: resolved.pop(k) for k in THINK_EXTRA}, **resolved}  # job.json lists the job's own keys first
 
 
 def _think_run(config: dict, run_dir: Path, dep_dirs: dict[str, Path], quiet: bool) -> dict:
     from datawall.sampling.backends.local import LocalBackend
-    from datawall.testtime.think import ThinkConfig, run_think
+    from datawall.testtime.think import run_think
 
     model_dir = dep_dirs[config["model"]] / "checkpoint"  # the run dir's own config.json is the run's, not HF's
     backend = LocalBackend(model_dir, device=config["device"], price=config["price"])

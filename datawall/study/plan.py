@@ -1,35 +1,23 @@
-"""From a study spec to the jobs that measure it: one pretraining run per (size, epochs, seed), one think
-run per baseline checkpoint, deduplicated by content key, with compute estimates checked against the budget.
+"""From a study spec to the jobs that measure it: the baseline's pretraining runs, then what each enabled lever
+adds (datawall.study.levers: pretraining settings, think runs on the baseline checkpoints, ...), deduplicated
+by content key, with compute estimates checked against the budget.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from datawall.counts import format_count
 from datawall.errors import DatawallError
 from datawall.study.jobs import Job
-from datawall.study.spec import StudySpec
+from datawall.study.levers import LEVERS
+from datawall.study.levers.base import Point, Setting
 
-LEVERS = ("scale", "repetition", "test_time")
+if TYPE_CHECKING:
+    from datawall.study.spec import StudySpec
 
-
-@dataclass(frozen=True)
-class Setting:
-    """One trained configuration: a model size and passes over the U unique examples."""
-
-    size: str
-    epochs: float
-
-
-@dataclass(frozen=True)
-class Point:
-    """One measured point of a lever: a setting trained once per seed (plus, for test_time, sampled)."""
-
-    lever: str  # "baseline", "scale", "repetition" or "test_time"
-    setting: Setting
-    pretrain: tuple[str, ...]  # pretrain job key per seed
-    think: tuple[str, ...] = ()  # think job key per seed (test_time only)
+__all__ = ["Plan", "PlanBuilder", "Point", "Setting", "World", "make_plan", "measure_world", "pretrain_config"]
 
 
 @dataclass(frozen=True)
@@ -55,11 +43,25 @@ class Plan:
     points: list[Point]
     est_flops: dict[str, float] = field(default_factory=dict)  # job key -> estimated FLOPs (train or sampling)
     infer_flops: dict[str, float] = field(default_factory=dict)  # size -> FLOPs of one greedy query
+    lever_of: dict[str, str] = field(default_factory=dict)  # job key -> "baseline" or the lever that added it
 
     @property
     def train_flops(self) -> float:
         """Estimated training FLOPs of all pretraining jobs."""
         return sum(self.est_flops[j.key] for j in self.jobs if j.kind == "pretrain")
+
+    @property
+    def flops(self) -> float:
+        """Estimated FLOPs of every job: training plus the levers' sampling."""
+        return sum(self.est_flops[j.key] for j in self.jobs)
+
+    def flops_by_lever(self) -> dict[str, float]:
+        """Estimated FLOPs per lever (a job shared by two levers counts for the one that added it first)."""
+        out: dict[str, float] = {}
+        for j in self.jobs:
+            lever = self.lever_of.get(j.key, "baseline")
+            out[lever] = out.get(lever, 0.0) + self.est_flops[j.key]
+        return out
 
     def label(self, key: str) -> str:
         """A short name for a job in progress views: "pretrain 1m, 2 epochs, seed 0"."""
@@ -97,17 +99,6 @@ def measure_world(spec: StudySpec) -> World:
                  completion_tokens=1 + sum(map(len, solutions)) / len(solutions))
 
 
-def settings(spec: StudySpec) -> list[tuple[str, Setting]]:
-    """(lever, setting) pairs: the baseline first, then each enabled training lever's settings."""
-    base = Setting(spec.baseline.size.lower(), float(spec.baseline.epochs))
-    out = [("baseline", base)]
-    if spec.levers.scale.enabled:
-        out += [("scale", Setting(s.lower(), base.epochs)) for s in spec.levers.scale.sizes]
-    if spec.levers.repetition.enabled:
-        out += [("repetition", Setting(base.size, float(e))) for e in spec.levers.repetition.epochs]
-    return out
-
-
 def pretrain_config(spec: StudySpec, world: World, setting: Setting, seed: int) -> dict:
     """The RunSpec JSON of one pretraining run."""
     from datawall.train.config import OptimConfig, TrainConfig
@@ -125,57 +116,62 @@ def pretrain_config(spec: StudySpec, world: World, setting: Setting, seed: int) 
     return run.model_dump(mode="json")
 
 
-def think_config(spec: StudySpec, model_key: str, seed: int) -> dict:
-    """The think job config sampling the baseline checkpoint `model_key`."""
-    tt = spec.levers.test_time
-    return {"model": model_key, "task": spec.world.task, "task_args": dict(spec.world.task_args),
-            "problems": spec.test_problems, "n_max": max(tt.n), "strategies": ["greedy", *tt.strategies],
-            "temperature": tt.temperature, "seed": seed, "device": spec.train.device,
-            # the problems every pretraining run is evaluated on (repeats included), so levers share one test set
-            "distinct": False}
+class PlanBuilder:
+    """What a lever's `jobs` adds its jobs through: each job once, with its FLOP estimate and its lever."""
+
+    def __init__(self, spec: StudySpec, world: World):
+        self.spec, self.world = spec, world
+        self.jobs: dict[str, Job] = {}
+        self.est: dict[str, float] = {}
+        self.lever_of: dict[str, str] = {}
+        self.infer: dict[str, float] = {}
+
+    def add(self, job: Job, flops: float, lever: str) -> str:
+        """Add `job` (once; an identical job another lever added is shared) with its estimated FLOPs; its key."""
+        self.jobs.setdefault(job.key, job)
+        self.est[job.key] = flops
+        self.lever_of.setdefault(job.key, lever)
+        return job.key
+
+    def pretrain(self, lever: str, setting: Setting) -> Point:
+        """The point of a trained setting: one pretraining job per seed (the baseline's runs are shared)."""
+        from datawall.model import model_config
+        from datawall.model.flops import sample_flops, train_flops_per_token
+
+        w, spec = self.world, self.spec
+        cfg = model_config(setting.size, vocab_size=w.vocab_size, max_seq_len=spec.train.seq_len)
+        self.infer[setting.size] = sample_flops(cfg, round(w.prompt_tokens), round(w.completion_tokens), n=1)
+        per_token = train_flops_per_token(cfg, w.longest_example - 1)
+        keys = []
+        for seed in spec.world.seeds:
+            job = Job("pretrain", pretrain_config(spec, w, setting, seed))
+            keys.append(self.add(job, per_token * job.config["train"]["tokens"], lever))
+        return Point(lever, setting, tuple(keys))
+
+    def query_flops(self, size: str) -> float:
+        """FLOPs of one greedy query (mean held-out prompt and reference solution) of a planned model size."""
+        return self.infer[size]
 
 
 def make_plan(spec: StudySpec, world: World | None = None) -> Plan:
-    """Every job of the study, deduplicated (the baseline run appears once), checked against the budget."""
-    from datawall.model import model_config
-    from datawall.model.flops import sample_flops, train_flops_per_token
-
+    """The baseline's runs, then every enabled lever's, deduplicated, checked against the budget."""
     world = world or measure_world(spec)
     if world.longest_example - 1 > spec.train.seq_len:
         raise DatawallError(f"train.seq_len: {spec.train.seq_len} is shorter than the longest training example "
                             f"({world.longest_example} tokens); raise it")
-    jobs: dict[str, Job] = {}
-    est: dict[str, float] = {}
-    infer: dict[str, float] = {}
-    points: list[Point] = []
-    seeds = spec.world.seeds
-    for lever, setting in settings(spec):
-        cfg = model_config(setting.size, vocab_size=world.vocab_size, max_seq_len=spec.train.seq_len)
-        infer[setting.size] = sample_flops(cfg, round(world.prompt_tokens), round(world.completion_tokens), n=1)
-        keys = []
-        for seed in seeds:
-            job = Job("pretrain", pretrain_config(spec, world, setting, seed))
-            jobs.setdefault(job.key, job)
-            est[job.key] = train_flops_per_token(cfg, world.longest_example - 1) * job.config["train"]["tokens"]
-            keys.append(job.key)
-        points.append(Point(lever, setting, tuple(keys)))
-    if spec.levers.test_time.enabled:
-        base = points[0]
-        thinks = []
-        for seed, key in zip(seeds, base.pretrain, strict=True):
-            job = Job("think", think_config(spec, key, seed), deps=(key,))
-            jobs.setdefault(job.key, job)
-            samples = spec.test_problems * (max(spec.levers.test_time.n) + 1)
-            est[job.key] = samples * infer[base.setting.size]
-            thinks.append(job.key)
-        points.append(Point("test_time", base.setting, base.pretrain, tuple(thinks)))
-    plan = Plan(spec, world, list(jobs.values()), points, est, infer)
+    builder = PlanBuilder(spec, world)
+    base = builder.pretrain("baseline", Setting(spec.baseline.size.lower(), float(spec.baseline.epochs)))
+    points = [base]
+    for name, lever in LEVERS.items():
+        if getattr(spec.levers, name).enabled:
+            points += lever.jobs(spec, builder, base)
+    plan = Plan(spec, world, list(builder.jobs.values()), points, builder.est, builder.infer, builder.lever_of)
     _check_budget(plan)
     return plan
 
 
 def _check_budget(plan: Plan) -> None:
-    """Refuse a plan whose estimated training compute is above the spec's caps, naming the biggest runs."""
+    """Refuse a plan whose estimated compute is above the spec's caps, naming what needs the most."""
     b = plan.spec.budget
     pre = [j for j in plan.jobs if j.kind == "pretrain"]
     biggest = sorted(pre, key=lambda j: -plan.est_flops[j.key])[:2]
@@ -189,3 +185,14 @@ def _check_budget(plan: Plan) -> None:
         raise DatawallError(f"budget.max_train_tokens: the plan trains {format_count(tokens)} tokens over {len(pre)} "
                             f"runs, above the cap {format_count(b.max_train_tokens)} (biggest: {names}); drop "
                             "sizes, epochs or seeds, or raise the cap")
+    if b.max_flops is not None and plan.flops > b.max_flops:
+        lever, most = max(plan.flops_by_lever().items(), key=lambda t: t[1])
+        runs = sum(1 for j in plan.jobs if plan.lever_of.get(j.key) == lever)
+        who = "the baseline" if lever == "baseline" else f"levers.{lever}"
+        kinds: dict[str, float] = {}
+        for j in plan.jobs:
+            kinds[j.kind] = kinds.get(j.kind, 0.0) + plan.est_flops[j.key]
+        parts = " + ".join(f"{v:.3g} {kind}" for kind, v in kinds.items())
+        raise DatawallError(f"budget.max_flops: the plan needs ~{plan.flops:.3g} FLOPs ({parts}), above the cap "
+                            f"{b.max_flops:.3g}; {who} alone needs ~{most:.3g} over {runs} runs; shrink that lever "
+                            "(or the seeds) or raise the cap")

@@ -5,28 +5,24 @@ file, plots embedded as base64 PNG), written atomically from `analysis.analyse`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from datawall.atomic import atomic_write_json, atomic_write_text
 from datawall.counts import format_count
 from datawall.study.analysis import analyse, money, sci
-from datawall.study.plan import Plan
+from datawall.study.levers import LEVERS
 
-COLORS = {"baseline": "black", "scale": "C0", "repetition": "C2", "test_time": "C1"}
-TITLES = {"scale": "Scale (model size)", "repetition": "Repetition (epochs over U)",
-          "test_time": "Test-time compute (samples per query)"}
+if TYPE_CHECKING:
+    from datawall.study.plan import Plan
 
 
 def _series(summary: dict):
-    """(lever, points) to draw, strategies of the test-time lever split into their own series."""
+    """(lever, legend label, points, marker) to draw: each lever's own series (test-time: one per strategy)."""
     for lever, pts in summary["levers"].items():
-        if lever != "test_time":
-            yield lever, lever, sorted(pts, key=lambda p: p["compute"])
-            continue
-        for strategy in dict.fromkeys(p["strategy"] for p in pts):
-            mine = sorted((p for p in pts if p["strategy"] == strategy), key=lambda p: p["compute"])
-            yield lever, f"test_time: {strategy}" + (" (oracle)" if strategy == "pass@k" else ""), mine
+        for name, mine, marker in LEVERS[lever].series(lever, pts):
+            yield lever, name, mine, marker
 
 
 def _accuracy_plot(summary: dict, axis: str) -> bytes:
@@ -35,24 +31,23 @@ def _accuracy_plot(summary: dict, axis: str) -> bytes:
 
     fig, (ax,) = new_figure(size=(7.5, 4.8))
     key = "compute" if axis == "flops" else "dollars"
-    markers = {"greedy": "D", "majority": "o", "pass@k": "^"}
-    for lever, name, pts in _series(summary):
+    for lever, name, pts, marker in _series(summary):
         x = np.array([p[key] for p in pts])
         y = 100 * np.array([p["accuracy"] for p in pts])
         err = 100 * np.array([[p["accuracy"] - p["ci_low"] for p in pts], [p["ci_high"] - p["accuracy"] for p in pts]])
         oracle = pts[0]["oracle"]
-        ax.errorbar(x, y, yerr=err, fmt=markers.get(pts[0]["strategy"], "o") + ("--" if oracle else "-"),
-                    color=COLORS[lever], mfc="none" if oracle else COLORS[lever], capsize=3, lw=1, ms=5, label=name,
-                    alpha=0.6 if oracle else 1.0)
+        color = LEVERS[lever].color
+        ax.errorbar(x, y, yerr=err, fmt=marker + ("--" if oracle else "-"), color=color,
+                    mfc="none" if oracle else color, capsize=3, lw=1, ms=5, label=name, alpha=0.6 if oracle else 1.0)
         fit = summary["laws"].get(lever, {}).get("accuracy_vs_compute", {}).get("fit")
         if axis == "flops" and fit and name == lever:
             xs = np.geomspace(min(x.min(), summary["baseline"]["compute"]), x.max(), 50)
-            ax.plot(xs, 100 * (fit["a"] + fit["b"] * np.log10(xs)), ":", color=COLORS[lever], lw=1)
+            ax.plot(xs, 100 * (fit["a"] + fit["b"] * np.log10(xs)), ":", color=LEVERS[lever].color, lw=1)
     b = summary["baseline"]
     ax.plot([b[key]], [100 * b["accuracy"]], marker="*", ms=14, color="gold", mec="black", ls="none",
             label="baseline", zorder=5)
     fr = summary["frontier"]
-    right = max((p[key] for _, _, pts in _series(summary) for p in pts), default=b[key])
+    right = max((p[key] for _, _, pts, _ in _series(summary) for p in pts), default=b[key])
     ax.plot([p[key] for p in fr] + [right], [100 * p["accuracy"] for p in fr] + [100 * fr[-1]["accuracy"]],
             drawstyle="steps-post", color="0.3", lw=3, alpha=0.3, label="frontier (best so far)", zorder=0)
     ax.set_xscale("log")
@@ -70,7 +65,7 @@ def _loss_plot(summary: dict) -> bytes | None:
     from datawall.report.figures import new_figure, png_bytes
     from datawall.report.law_plots import LOSS_LABEL
 
-    levers = [lv for lv in ("scale", "repetition") if lv in summary["levers"]]
+    levers = [lv for lv in summary["levers"] if "loss_vs_train_compute" in summary["laws"].get(lv, {})]
     if not levers:
         return None
     fig, (ax,) = new_figure(size=(7.5, 4.4))
@@ -78,16 +73,17 @@ def _loss_plot(summary: dict) -> bytes | None:
         pts = sorted((p for p in summary["levers"][lever] if p["eval_loss"] is not None),
                      key=lambda p: p["train_flops"])
         x = np.array([p["train_flops"] for p in pts])
-        ax.plot(x, [p["eval_loss"] for p in pts], "o-", color=COLORS[lever], label=lever)
+        color = LEVERS[lever].color
+        ax.plot(x, [p["eval_loss"] for p in pts], "o-", color=color, label=lever)
         for p in pts:
             if p["size"] == summary["baseline"]["size"] and p["epochs"] == summary["baseline"]["epochs"]:
                 continue  # the star marks it
-            ax.annotate(p["size"] if lever == "scale" else f"{p['epochs']:g} ep", (p["train_flops"], p["eval_loss"]),
-                        fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(LEVERS[lever].tag(p), (p["train_flops"], p["eval_loss"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
         fit = summary["laws"][lever].get("loss_vs_train_compute", {}).get("fit")
         if fit:
             xs = np.geomspace(x.min(), x.max(), 50)
-            ax.plot(xs, fit["E"] + fit["A"] * (xs / fit["C0"]) ** (-fit["alpha"]), ":", color=COLORS[lever],
+            ax.plot(xs, fit["E"] + fit["A"] * (xs / fit["C0"]) ** (-fit["alpha"]), ":", color=color,
                     label=f"{lever} fit (alpha {fit['alpha']:.2f})")
     b = summary["baseline"]
     if b["eval_loss"] is not None:
@@ -97,32 +93,6 @@ def _loss_plot(summary: dict) -> bytes | None:
     ax.set_xlabel("training compute (FLOPs)")
     ax.set_ylabel("held-out " + LOSS_LABEL)
     ax.set_title("Held-out loss of the reference solutions vs training compute")
-    ax.legend(fontsize=8)
-    return png_bytes(fig)
-
-
-def _samples_plot(summary: dict) -> bytes | None:
-    """Test-time lever: accuracy against samples per query for each strategy."""
-    from datawall.report.figures import new_figure, png_bytes
-
-    pts = summary["levers"].get("test_time")
-    if not pts:
-        return None
-    fig, (ax,) = new_figure(size=(6.5, 4.2))
-    for i, strategy in enumerate(dict.fromkeys(p["strategy"] for p in pts)):
-        mine = sorted((p for p in pts if p["strategy"] == strategy), key=lambda p: p["n"])
-        n = [p["n"] for p in mine]
-        y = 100 * np.array([p["accuracy"] for p in mine])
-        err = 100 * np.array([[p["accuracy"] - p["ci_low"] for p in mine], [p["ci_high"] - p["accuracy"]
-                                                                          for p in mine]])
-        ax.errorbar(n, y, yerr=err, fmt="o-", capsize=3, color=f"C{i + 1}",
-                    label=strategy + (" (oracle: the verifier picks)" if strategy == "pass@k" else ""))
-    ax.set_xscale("log", base=2)
-    ns = sorted({p["n"] for p in pts})
-    ax.set_xticks(ns, [str(n) for n in ns])
-    ax.set_xlabel("samples per query n")
-    ax.set_ylabel("held-out accuracy (%)")
-    ax.set_title("Test-time compute on the baseline checkpoint")
     ax.legend(fontsize=8)
     return png_bytes(fig)
 
@@ -164,9 +134,9 @@ def _law_lines(summary: dict) -> list[str]:
         for name, law in laws.items():
             if law is None:
                 continue
-            if name == "coverage_law":
-                text = (f"pass@k c(k) = exp(a k^b): a = {law['a']:.3g}, b = {law['b']:.3g}" if "a" in law
-                        else f"not fitted: {law.get('error', 'no fit')}")
+            own = LEVERS[lever].describe_law(name, law)
+            if own is not None:
+                text = own
             elif law.get("fit") is None:
                 text = f"{law['form']}: not fitted: {law['reason']}"
             elif "b" in law["fit"]:
@@ -207,7 +177,7 @@ def markdown(summary: dict) -> str:
              _setup_line(summary), ""]
     for lever in summary["levers"]:
         head, rows = lever_rows(summary, lever)
-        lines += [f"## {TITLES[lever]}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += [f"## {LEVERS[lever].title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines.append("")
     lines += ["## Frontier (best accuracy reachable at each total compute)", "",
@@ -230,12 +200,11 @@ def html(summary: dict) -> str:
     loss = _loss_plot(summary)
     if loss is not None:
         blocks.append(("img", loss, "held-out loss vs training compute"))
-    samples = _samples_plot(summary)
-    if samples is not None:
-        blocks.append(("img", samples, "accuracy vs samples per query"))
+    for lever in summary["levers"]:
+        blocks += [("img", png, alt) for png, alt in LEVERS[lever].plots(summary)]
     for lever in summary["levers"]:
         head, rows = lever_rows(summary, lever)
-        blocks += [("h2", TITLES[lever]), ("table", head, rows)]
+        blocks += [("h2", LEVERS[lever].title), ("table", head, rows)]
     blocks += [("h2", "Frontier (best accuracy reachable at each total compute)"),
                ("table", ["total FLOPs", "total $", "accuracy", "step"],
                 [[f"{p['compute']:.3g}", f"{p['dollars']:.3g}", _fmt_pct(p["accuracy"]), p["label"]]

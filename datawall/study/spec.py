@@ -10,42 +10,25 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
-from datawall.counts import parse_count
 from datawall.errors import DatawallError, validation_error
+from datawall.study.levers import LEVERS, RESERVED
+from datawall.study.levers.base import Count, Float, FloatCount, Int, ModelSize, Reserved, Section
 
 PRESETS = ("quick", "standard", "gpu")
 PRESET_DIR = Path(__file__).with_name("presets")
-TEST_TIME_STRATEGIES = ("greedy", "majority", "pass@k")
+Positive = Annotated[Int, Field(gt=0)]
 
 
-def _count(value: Any) -> Any:
-    """Accept 200k, 3M, 1e13 (strings or numbers) wherever a count is expected."""
-    if isinstance(value, str):
-        try:
-            return parse_count(value)
-        except DatawallError as e:
-            raise ValueError(str(e).split(": ", 1)[-1]) from None
-    return value
-
-
-Count = Annotated[int, BeforeValidator(_count), Field(gt=0)]
-FloatCount = Annotated[float, BeforeValidator(_count), Field(gt=0)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class World(_Section):
+class World(Section):
     """The verifiable task world and the finite human data in it."""
 
     task: str = "arith"
     task_args: dict[str, str] = {}
     unique_examples: Count = Field(2000, description="U: unique worked solutions the study may train on")
     eval_problems: Count = Field(200, description="held-out problems every accuracy is measured on")
-    seeds: list[int] = Field([0], min_length=1, description="training seeds; each run is repeated per seed")
+    seeds: list[Int] = Field([0], min_length=1, description="training seeds; each run is repeated per seed")
 
     @field_validator("task_args", mode="before")
     @classmethod
@@ -63,107 +46,84 @@ class World(_Section):
         return v
 
 
-class Train(_Section):
+class Train(Section):
     """Training settings shared by every pretraining run of the study."""
 
-    batch_size: int = Field(32, gt=0)
-    lr: float = Field(3e-3, gt=0)
+    batch_size: Positive = 32
+    lr: Annotated[Float, Field(gt=0)] = 3e-3
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
-    seq_len: int = Field(256, gt=1, description="model context; examples longer than this are an error")
+    seq_len: Annotated[Int, Field(gt=1, description="model context; examples longer than this are an error")] = 256
     device: str = "cpu"
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        from datawall.model.device import check_device_name
 
-class Budget(_Section):
-    """Caps on the study's total (estimated) training compute; the plan refuses to start above them."""
+        try:
+            return check_device_name(v, "train.device")
+        except DatawallError as e:
+            raise ValueError(str(e).split(": ", 1)[1]) from None
 
-    max_train_flops: FloatCount | None = None
+
+class Budget(Section):
+    """Caps on the study's estimated compute; the plan refuses to start above them, naming what needs most."""
+
+    max_train_flops: FloatCount | None = Field(None, description="pretraining runs only")
     max_train_tokens: Count | None = None
+    max_flops: FloatCount | None = Field(None, description="every job: training plus the levers' sampling")
 
 
-class Queries(_Section):
+class Queries(Section):
     """How many queries the model will serve: inference FLOPs per query x this joins the training FLOPs."""
 
     expected: FloatCount = 1_000_000
 
 
-class Prices(_Section):
+class Prices(Section):
     """Which price-table entry turns FLOPs (or GPU-hours) into dollars."""
 
     entry: str = "local-cpu"
     file: str | None = Field(None, description="price-table override (TOML/JSON), relative to the spec file")
 
 
-class Baseline(_Section):
+class Baseline(Section):
     """The current point every lever starts from."""
 
-    size: str = "100k"
-    epochs: float = Field(2.0, gt=0)
+    size: ModelSize = "100k"
+    epochs: Annotated[Float, Field(gt=0)] = 2.0
 
 
-class Scale(_Section):
-    """Bigger models on the same data (baseline epochs over U)."""
-
-    enabled: bool = True
-    sizes: list[str] = ["100k", "1m"]
-
-
-class Repetition(_Section):
-    """More epochs over the same U unique examples (baseline model size)."""
-
-    enabled: bool = True
-    epochs: list[Annotated[float, Field(gt=0)]] = [1.0, 2.0, 4.0]
-
-
-class TestTime(_Section):
-    """More samples per query on the baseline checkpoint(s)."""
-
-    enabled: bool = True
-    strategies: list[str] = ["majority", "pass@k"]
-    n: list[Annotated[int, Field(gt=0)]] = [1, 2, 4, 8]
-    problems: Count | None = Field(None, description="held-out problems (default: world.eval_problems)")
-    temperature: float = Field(1.0, ge=0)
-
-    @field_validator("strategies")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        for s in v:
-            if s not in TEST_TIME_STRATEGIES:
-                raise ValueError(f"unknown strategy {s!r}; choose from {', '.join(TEST_TIME_STRATEGIES)}")
-        if not v:
-            raise ValueError("give at least one strategy")
-        return v
-
-    @field_validator("n")
-    @classmethod
-    def _sorted(cls, v: list[int]) -> list[int]:
-        return sorted(set(v))
-
-
-class Reserved(BaseModel):
-    """A lever datawall cannot run yet: accepted only switched off."""
-
-    model_config = ConfigDict(extra="allow")
-    enabled: bool = False
-
-
-class Levers(_Section):
-    scale: Scale = Scale()
-    repetition: Repetition = Repetition()
-    test_time: TestTime = TestTime()
-    synthetic: Reserved = Reserved()
-    rl: Reserved = Reserved()
-    preference: Reserved = Reserved()
-
+class _LeversBase(Section):
     @model_validator(mode="after")
-    def _reserved_off(self) -> Levers:
-        for name in ("synthetic", "rl", "preference"):
+    def _reserved_off(self) -> Any:
+        fields = type(self).model_fields
+        runs = [name for name, f in fields.items() if f.annotation is not Reserved]
+        for name in (name for name, f in fields.items() if f.annotation is Reserved):
             if getattr(self, name).enabled:
-                raise ValueError(f"levers.{name}: not available yet (a study runs scale, repetition and "
-                                 f"test_time); set levers.{name}.enabled = false")
+                raise ValueError(f"levers.{name}: not available yet (a study runs {_and(runs)}); "
+                                 f"set levers.{name}.enabled = false")
         return self
 
 
-class StudySpec(_Section):
+def _and(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
+
+
+def levers_model(levers: dict | None = None, reserved: tuple[str, ...] = RESERVED) -> type[Section]:
+    """The [levers] model: one section per registered lever (default datawall.study.levers), then the reserved."""
+    levers = LEVERS if levers is None else levers
+    return create_model(
+        "Levers", __base__=_LeversBase, __doc__="Every lever's section, in the registry's order.",
+        **{name: (lever.section, Field(default_factory=lever.section)) for name, lever in levers.items()},
+        **{name: (Reserved, Field(default_factory=Reserved)) for name in reserved},
+    )
+
+
+Levers = levers_model()
+
+
+class StudySpec(Section):
     """A whole study: world, budget, queries, prices, baseline and levers."""
 
     name: str = Field("study", pattern=r"^[A-Za-z0-9_.-]+$", description="names the study in the run store")
@@ -174,21 +134,6 @@ class StudySpec(_Section):
     prices: Prices = Prices()
     baseline: Baseline = Baseline()
     levers: Levers = Levers()
-
-    @model_validator(mode="after")
-    def _check_sizes(self) -> StudySpec:
-        from datawall.model.config import PRESETS as SIZES
-
-        for where, size in [("baseline.size", self.baseline.size)] + [
-                (f"levers.scale.sizes.{i}", s) for i, s in enumerate(self.levers.scale.sizes)]:
-            if size.lower() not in SIZES:
-                raise ValueError(f"{where}: unknown model size {size!r}; sizes: {', '.join(SIZES)}")
-        return self
-
-    @property
-    def test_problems(self) -> int:
-        """Held-out problems of the test-time lever."""
-        return self.levers.test_time.problems or self.world.eval_problems
 
 
 def parse_spec(data: dict, source: str, base_dir: Path | None = None) -> StudySpec:

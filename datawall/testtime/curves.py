@@ -18,9 +18,11 @@ from datawall.economics.cost import AXES, CostModel
 from datawall.economics.prices import ApiPrice
 from datawall.errors import DatawallError
 from datawall.testtime.estimators import DRAWS, best_of_k, bootstrap_ci, coverage_at_k, vote_at_k
+from datawall.testtime.strategies import STRATEGIES
 
-# name -> needs reward-model scores. "pass@k" is best-of-n with the verifier as oracle (coverage).
-STRATEGIES = {"pass@k": False, "majority": False, "best-of-n": True, "weighted-majority": True}
+# the strategies that pick among a pool of samples, in registry order ("pass@k" is best-of-n with the
+# verifier as oracle: coverage)
+POOL_STRATEGIES = tuple(s.name for s in STRATEGIES.values() if s.pool)
 
 
 @dataclass
@@ -130,12 +132,12 @@ def strategy_curves(pools: Sequence[ProblemPool], strategies: Sequence[str] | No
     if not pools:
         raise DatawallError("no problems in the sample pool")
     scored = all(p.scores is not None for p in pools)
-    names = list(strategies) if strategies is not None else [s for s, needs in STRATEGIES.items()
-                                                                if scored or not needs]
+    names = list(strategies) if strategies is not None else [s for s in POOL_STRATEGIES
+                                                                if scored or not STRATEGIES[s].scorer]
     for name in names:
-        if name not in STRATEGIES:
-            raise DatawallError(f"unknown sampling strategy {name!r}; strategies: {', '.join(STRATEGIES)}")
-        if STRATEGIES[name] and not scored:
+        if name not in POOL_STRATEGIES:
+            raise DatawallError(f"unknown sampling strategy {name!r}; strategies: {', '.join(POOL_STRATEGIES)}")
+        if STRATEGIES[name].scorer and not scored:
             raise DatawallError(f"strategy {name!r} needs a reward-model score on every sample")
     n_min = min(p.n for p in pools)
     ks = default_ks(n_min) if ks is None else sorted({int(k) for k in ks})

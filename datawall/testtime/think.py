@@ -13,7 +13,6 @@ import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,78 +26,18 @@ from datawall.sampling.sample_cache import SampleCache, params_key
 from datawall.tasks import Problem, get_task
 from datawall.testtime.beam_search import BeamConfig, StepScorer, beam_grid
 from datawall.testtime.coverage_law import fit_coverage_law
-from datawall.testtime.curves import STRATEGIES, Curve, pools_from_rows, results_json, single_curve, strategy_curves
+from datawall.testtime.curves import Curve, pools_from_rows, results_json, single_curve, strategy_curves
+from datawall.testtime.strategies import STRATEGIES, check_scorers
+from datawall.testtime.think_config import ThinkConfig
 from datawall.testtime.think_policy import policy_json
 from datawall.testtime.think_report import policy_blocks, thinking_blocks
 from datawall.testtime.think_search import run_beam, run_thinking
 from datawall.testtime.thinking_budget import ThinkingConfig
 
-THINK_STRATEGIES = ("greedy", "majority", "pass@k")
-SEARCH_STRATEGIES = ("beam",)  # need a step scorer (a process reward model); see testtime/beam_search.py
-ALIASES = {"best-of-n-oracle": "pass@k", "pass": "pass@k", "maj": "majority"}
 # reward model for best-of-n and weighted-majority: scores each completion of a problem, after sampling; one
 # with `flops(prompt, completion)` and `identity` (datawall.rewards.scorers.RewardScorer) has its cost charged
 Scorer = Callable[[Problem, list[str]], list[float]]
 BATCH_PROMPTS = 16
-
-
-@dataclass
-class ThinkConfig:
-    """What a think run samples and how it is summarised."""
-
-    task: str
-    task_args: dict = field(default_factory=dict)
-    problems: int = 50
-    n_max: int = 16
-    strategies: list[str] = field(default_factory=lambda: list(THINK_STRATEGIES))
-    temperature: float = 1.0
-    top_p: float | None = None
-    max_tokens: int | None = None
-    seed: int = 0
-    split: str = "test"
-    n_boot: int = 1000
-    beam_n: list[int] | None = None  # N = width x expand per step (default: expand, 2 expand, ... <= n_max)
-    beam_expand: int = 4
-    beam_aggregate: str = "last"
-    thinking_budgets: list[int] = field(default_factory=list)  # empty: no budget forcing
-    thinking_extend: int = 0  # times an early end of thinking is suppressed (s1's "Wait")
-    difficulty_bins: int = 5
-    distinct: bool = True  # skip a problem whose prompt an earlier one already has (small worlds repeat)
-
-
-def parse_strategies(text: str, scorer: Scorer | None = None) -> list[str]:
-    """'greedy,majority,pass@k' -> names, checked (reward-model strategies need a scorer)."""
-    names = [ALIASES.get(s.strip(), s.strip()) for s in text.split(",") if s.strip()]
-    if not names:
-        raise DatawallError("--strategies: give at least one of " + ", ".join(THINK_STRATEGIES))
-    for name in names:
-        if name in STRATEGIES and STRATEGIES[name] and scorer is None:
-            raise DatawallError(f"--strategies: {name!r} needs a reward model to score samples "
-                                f"(--orm DIR or --prm DIR; train one with `datawall reward train`)")
-        if name not in THINK_STRATEGIES and name not in STRATEGIES and name not in SEARCH_STRATEGIES:
-            raise DatawallError(f"--strategies: unknown strategy {name!r}; known: {', '.join(THINK_STRATEGIES)}")
-    return list(dict.fromkeys(names))
-
-
-def check_config(cfg: ThinkConfig) -> None:
-    """One-line errors for impossible settings."""
-    if cfg.problems < 1:
-        raise DatawallError(f"--problems must be >= 1, got {cfg.problems}")
-    if cfg.n_max < 1:
-        raise DatawallError(f"--n-max must be >= 1, got {cfg.n_max}")
-    if cfg.temperature < 0:
-        raise DatawallError(f"--temperature must be >= 0, got {cfg.temperature}")
-    if cfg.max_tokens is not None and cfg.max_tokens < 1:
-        raise DatawallError(f"--max-tokens must be >= 1, got {cfg.max_tokens}")
-    if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
-        raise DatawallError(f"--top-p must be in (0, 1], got {cfg.top_p}")
-    if cfg.difficulty_bins < 1:
-        raise DatawallError(f"--difficulty-bins must be >= 1, got {cfg.difficulty_bins}")
-    if "beam" in cfg.strategies:
-        BeamConfig(n=cfg.beam_expand, expand=cfg.beam_expand, aggregate=cfg.beam_aggregate)  # one-line errors
-        beam_grid(cfg.n_max, cfg.beam_expand, cfg.beam_n)
-    if cfg.thinking_budgets:
-        ThinkingConfig(tuple(cfg.thinking_budgets), extend=cfg.thinking_extend)
 
 
 def select_problems(task, split: str, k: int, distinct: bool = True) -> list[Problem]:
@@ -250,9 +189,7 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
     With "beam" among the strategies, `step_scorer` guides a step-level beam search (OUT/beam.jsonl); with
     cfg.thinking_budgets, budget forcing runs at each budget (OUT/thinking.jsonl, results["thinking_budget"]).
     """
-    check_config(cfg)
-    if "beam" in cfg.strategies and step_scorer is None:
-        raise DatawallError("--strategies beam needs a step scorer (a process reward model, --prm DIR)")
+    check_scorers(cfg.strategies, scorer, step_scorer)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     task = get_task(cfg.task, **cfg.task_args)
@@ -292,11 +229,11 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
         if own_cache:
             cache.close()
 
-    scored = [s for s in cfg.strategies if STRATEGIES.get(s)]  # best-of-n, weighted-majority
+    scored = [s for s in cfg.strategies if STRATEGIES[s].scorer]  # best-of-n, weighted-majority
     score_flops = _score(have, problems, cfg.n_max, scorer, out, quiet) if scorer is not None and scored else None
     pools = _pools(have, indices, cfg.n_max)
     curves: dict[str, Curve] = {}
-    pooled = [s for s in cfg.strategies if s != "greedy" and s not in SEARCH_STRATEGIES]
+    pooled = [s for s in cfg.strategies if STRATEGIES[s].pool]
     pooled_curves = strategy_curves(pools, pooled, cost=cost, seed=cfg.seed) if pooled else {}
     for name in cfg.strategies:
         if name == "greedy":
