@@ -12,7 +12,7 @@ name = "tiny"
 
 [world]
 task = "arith"
-task_args = { digits = 1 }
+task_args = { digits = 1, ops = "add,sub,mul" }  # 237 distinct training problems, 63 held out
 unique_examples = 200
 eval_problems = 40
 seeds = [0]

@@ -93,7 +93,7 @@ def test_rerun_reuses_every_run_and_gives_the_same_report(tmp_path_factory, tmp_
 
 
 def test_live_view_counts_and_eta():
-    spec = parse_spec({"world": {"task": "arith", "task_args": {"digits": 1}, "unique_examples": 100,
+    spec = parse_spec({"world": {"task": "arith", "task_args": {"digits": 1, "ops": "add,sub"}, "unique_examples": 100,
                                  "eval_problems": 10}, "train": {"seq_len": 32},
                        "levers": {"scale": {"sizes": ["100k"]}, "repetition": {"epochs": [1]}}}, "s.toml")
     plan = make_plan(spec)

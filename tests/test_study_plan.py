@@ -12,8 +12,8 @@ from datawall.study.plan import make_plan, measure_world
 from datawall.study.spec import parse_spec
 from datawall.tasks import get_task
 
-BASE = {"world": {"task": "arith", "task_args": {"digits": 1}, "unique_examples": 150, "eval_problems": 20,
-                  "seeds": [0, 1]},
+BASE = {"world": {"task": "arith", "task_args": {"digits": 1, "ops": "add,sub"}, "unique_examples": 150,
+                  "eval_problems": 20, "seeds": [0, 1]},
         "train": {"seq_len": 32},
         "baseline": {"size": "100k", "epochs": 2},
         "levers": {"scale": {"sizes": ["100k", "1m"]}, "repetition": {"epochs": [1, 2, 4]},
@@ -48,7 +48,7 @@ def test_baseline_appears_once_and_seeds_multiply():
 def test_unique_examples_become_unique_tokens_and_epochs_become_tokens():
     s = spec()
     world = measure_world(s)
-    task = get_task("arith", digits="1")
+    task = get_task("arith", digits="1", ops="add,sub")  # 164 distinct training problems
     tok = Tokenizer.for_chars(task.alphabet)
     # the training run's own loader draws exactly U examples from that many unique tokens
     assert len(task_docs(task, tok, "train", unique_tokens=world.unique_tokens)) == 150

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from datawall.data.budget import Doc
@@ -14,13 +16,18 @@ _MAX_BLOCK = 8192
 
 def task_docs(task, tokenizer: Tokenizer, split: str, count: int | None = None,
               unique_tokens: int | None = None, start: int = 0) -> list[Doc]:
-    """Docs for problems start, start+1, ...: exactly `count` of them, or the fewest whose tokens reach U."""
+    """Distinct docs for problems start, start+1, ...: exactly `count` of them, or the fewest whose tokens reach U.
+
+    A worked example identical to an earlier one is skipped (generated splits hold none; a file might), so U
+    counts distinct examples.
+    """
     if (count is None) == (unique_tokens is None):
         raise DatawallError("task_docs: give exactly one of count and unique_tokens")
     if (count is not None and count <= 0) or (unique_tokens is not None and unique_tokens <= 0) or start < 0:
         raise DatawallError(f"task_docs: count/unique_tokens must be positive and start >= 0, "
                             f"got count={count}, unique_tokens={unique_tokens}, start={start}")
     docs: list[Doc] = []
+    seen: set[bytes] = set()
     total, index = 0, start
     while True:
         if count is not None:
@@ -29,23 +36,36 @@ def task_docs(task, tokenizer: Tokenizer, split: str, count: int | None = None,
             n = min(_MAX_BLOCK, max(_FIRST_BLOCK, int(1.05 * (unique_tokens - total) * len(docs) / total) + 1))
         else:
             n = _FIRST_BLOCK
-        for doc in _examples(task, tokenizer, split, index, n):
+        block, end = _examples(task, tokenizer, split, index, n)
+        for doc in block:
+            digest = hashlib.blake2b(doc.ids.tobytes(), digest_size=8).digest()
+            if digest in seen:
+                continue
+            seen.add(digest)
             docs.append(doc)
             total += len(doc)
             if unique_tokens is not None and total >= unique_tokens:
                 return docs
-        index += n
         if count is not None and len(docs) >= count:
             return docs
+        if end is not None:
+            wanted = f"{count:,} examples" if count is not None else f"{unique_tokens:,} unique tokens"
+            raise DatawallError(f"{end}; {wanted} were asked for (the split gives {len(docs):,} distinct examples, "
+                                f"{total:,} tokens, from problem {start:,} on)")
+        index += n
 
 
-def _examples(task, tokenizer: Tokenizer, split: str, start: int, n: int) -> list[Doc]:
-    """Encode problems [start, start+n) in two batched calls."""
-    try:
-        problems = [task.problem(split, i) for i in range(start, start + n)]
-    except IndexError:
-        raise DatawallError(f"task {getattr(task, 'name', task)!r}: split {split!r} has fewer than "
-                            f"{start + n} problems") from None
+def _examples(task, tokenizer: Tokenizer, split: str, start: int, n: int) -> tuple[list[Doc], str | None]:
+    """Encode problems [start, start+n) in two batched calls; (docs, why the split ended) if it ends sooner."""
+    problems, end = [], None
+    for i in range(start, start + n):
+        try:
+            problems.append(task.problem(split, i))
+        except IndexError as e:  # TaskIndexError names the split's real size
+            end = str(e) or f"the {split} split ends at problem {i:,}"
+            break
+    if not problems:
+        return [], end
     prompts = tokenizer.encode_batch([p.prompt for p in problems])
     solutions = tokenizer.encode_batch([task.solution(p) for p in problems])
     bos, eos = tokenizer.bos_id, tokenizer.eos_id
@@ -55,4 +75,4 @@ def _examples(task, tokenizer: Tokenizer, split: str, start: int, n: int) -> lis
         mask = np.ones(len(ids), dtype=bool)
         mask[: 1 + len(prompt)] = False
         docs.append(Doc(ids, mask))
-    return docs
+    return docs, end

@@ -218,11 +218,11 @@ def _think_progress(config: dict, run_dir: Path) -> float | None:
 
 
 KINDS: dict[str, Kind] = {
-    "pretrain": Kind(version="1", run=_pretrain_run, resolve=_pretrain_resolve,
+    "pretrain": Kind(version="2", run=_pretrain_run, resolve=_pretrain_resolve,  # 2: splits never repeat a problem
                      summary=lambda r: {k: r[k] for k in PRETRAIN_METRICS if k in r},
                      progress=_pretrain_progress),
     # version 2: results carry vs_greedy and problem_indices; `distinct` chooses the held-out problems
-    "think": Kind(version="2", run=_think_run, resolve=_think_resolve, needs=lambda c: [c["model"]],
+    "think": Kind(version="3", run=_think_run, resolve=_think_resolve, needs=lambda c: [c["model"]],  # 3: no repeats
                   summary=_think_summary, progress=_think_progress),
 }
 

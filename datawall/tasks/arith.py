@@ -205,6 +205,16 @@ class ArithTask(GeneratedTask):
         answer = {"add": a + b, "sub": a - b, "mul": a * b}[op]
         return Problem(prompt=key + "=", answer=str(answer), meta={"op": op, "a": a, "b": b}, key=key)
 
+    def _all_keys(self, limit: int) -> list[str] | None:
+        s = self.settings
+        lo = s.min_digits or s.digits
+        operands = 10**s.digits - (0 if lo == 1 else 10 ** (lo - 1))  # 0..10^digits-1, or from 10^(lo-1)
+        ops = s.ops.split(",")
+        if len(ops) * operands**2 > limit:
+            return None
+        values = range(0 if lo == 1 else 10 ** (lo - 1), 10**s.digits)
+        return [f"{a}{OPS[op]}{b}" for op in ops for a in values for b in values]
+
     def solution(self, problem: Problem) -> str:
         op, a, b = problem.meta["op"], problem.meta["a"], problem.meta["b"]
         if op == "mul" and self.settings.paths > 1:

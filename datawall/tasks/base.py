@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from functools import cached_property
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from datawall.errors import DatawallError
-from datawall.tasks.splits import TEST_FRACTION, check_split, split_of, stable_seed
+from datawall.tasks.splits import (
+    MAX_PROBLEMS,
+    SPLITS,
+    TEST_FRACTION,
+    Walk,
+    check_split,
+    split_of,
+    stable_seed,
+    walk_for,
+)
 
 ANSWER_PREFIX = "#### "
 MAX_TRIES = 2000  # rejection-sampling budget for one problem of one split
+COUNT_LIMIT = 250_000  # a world with at most this many keys is counted exactly (about a second of hashing)
 
 # Bounded digits and exponent: a model's "1e999999999" must not allocate a giant integer.
 _NUMBER = re.compile(r"[+-]?(?:\d{1,40}(?:\.\d{0,40})?|\.\d{1,40})(?:[eE][+-]?\d{1,2})?")
@@ -139,7 +152,7 @@ class Task(ABC):
         return 1.0 if got is not None and answers_match(got, problem.answer) else 0.0
 
     def size(self, split: str) -> int | None:
-        """Number of problems in `split`, or None when the generator is unbounded."""
+        """Number of problems in `split`, or None while it is unknown (an unbounded or uncounted generator)."""
         check_split(split)
         return None
 
@@ -165,7 +178,11 @@ class Task(ABC):
 
 
 class GeneratedTask(Task):
-    """A task whose problems are sampled from a seeded generator; splits come from a hash of the key."""
+    """A task whose problems are sampled from a seeded generator; splits come from a hash of the key.
+
+    Problem i of a split is its i-th distinct problem: candidates drawn from per-index seeds, repeats skipped
+    (see datawall.tasks.splits). Asking past the split's last distinct problem is a TaskIndexError.
+    """
 
     test_fraction: ClassVar[float] = TEST_FRACTION
 
@@ -173,16 +190,75 @@ class GeneratedTask(Task):
     def _generate(self, rng: random.Random) -> Problem:
         """Sample one problem (prompt, answer, meta, key) from `rng`, ignoring splits."""
 
+    def _all_keys(self, limit: int) -> list[str] | None:
+        """Every key `_generate` can produce, or None when that is unknown or would take more than ~`limit` steps."""
+        return None
+
     def problem(self, split: str, index: int) -> Problem:
         check_split(split)
         self._check_index(index)
-        # One seed per (task, settings, split, index): any index is reachable without generating the others.
-        rng = random.Random(stable_seed(self.name, self.settings.seed_text(), split, index))
+        if index >= MAX_PROBLEMS:
+            raise TaskIndexError(f"{self._label()}: problem index {index:,} is beyond the {MAX_PROBLEMS:,} distinct "
+                                 "problems a generated split lists")
+        walk = self._walk(split)
+        with walk.lock:
+            found = walk.extend(index, lambda j: self._draw(split, j), lambda p: p.key,
+                                lambda: self._split_size(split))
+            if found is None:
+                raise TaskIndexError(f"{self._label()}: the {split} split has only {walk.size:,} distinct problems "
+                                     f"(asked for problem {index:,}, counting from 0)")
+        j, p = found
+        return replace(p if p is not None else self._draw(split, j), split=split, index=index)
+
+    def size(self, split: str) -> int | None:
+        """Distinct problems in `split` once known: counted for small worlds, or found when the walk ran dry."""
+        walk = self._walk(check_split(split))
+        with walk.lock:
+            walk.count_once(lambda: self._split_size(split))
+            return walk.size
+
+    def _draw(self, split: str, j: int) -> Problem:
+        """Candidate j of `split`: drawn from its own seed until a problem of the split turns up."""
+        # One seed per (task, settings, split, candidate): the same draws in every process, and those of the
+        # versions that drew problem i from seed i (a world without repeats poses the very same problems).
+        rng = random.Random(stable_seed(self.name, self._seed_text, split, j))
         for _ in range(MAX_TRIES):
             p = self._generate(rng)
             if split_of(self.name, p.key, self.test_fraction) == split:
-                return replace(p, split=split, index=index)
-        raise DatawallError(
-            f"{self.name} [{self.settings.as_text()}]: no {split} problem found in {MAX_TRIES} tries; "
-            "these settings allow too few distinct problems"
-        )
+                return p
+        raise DatawallError(f"{self._label()}: no {split} problem found in {MAX_TRIES} tries; "
+                            "these settings allow too few distinct problems")
+
+    @cached_property
+    def _seed_text(self) -> str:
+        return self.settings.seed_text()  # settings are frozen; dumping them per draw would cost more than the draw
+
+    @cached_property
+    def _identity(self) -> tuple:
+        """What decides the problems: the generator's class, name, seeded settings and split fraction."""
+        cls = type(self)
+        return (cls.__module__, cls.__qualname__, self.name, self._seed_text, self.test_fraction)
+
+    def _walk(self, split: str) -> Walk:
+        return walk_for((*self._identity, split))
+
+    def _split_size(self, split: str) -> int | None:
+        """The exact number of distinct problems in `split` when the world can list its keys, else None."""
+        with _COUNTS_LOCK:
+            identity = self._identity
+            if identity not in _COUNTS:
+                keys = self._all_keys(COUNT_LIMIT)
+                if keys is None:
+                    _COUNTS[identity] = None
+                else:
+                    counts = Counter(split_of(self.name, k, self.test_fraction) for k in set(keys))
+                    _COUNTS[identity] = {s: counts[s] for s in SPLITS}
+            counts = _COUNTS[identity]
+        return None if counts is None else counts[split]
+
+    def _label(self) -> str:
+        return f"{self.name} [{self.settings.as_text()}]"
+
+
+_COUNTS: dict[tuple, dict[str, int] | None] = {}  # split sizes of counted worlds, per _identity()
+_COUNTS_LOCK = threading.Lock()

@@ -20,6 +20,8 @@ whitelisted evaluator in datawall.tasks.safe_eval, never by eval().
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -67,8 +69,8 @@ class Node:
         return f"{left}{self.op}{right}"
 
 
-def _combine(rng: random.Random, x: Node, y: Node, cap: int) -> Node | None:
-    """A random valid operation on two nodes: positive integer result <= cap; None if there is none."""
+def _operations(x: Node, y: Node, cap: int) -> list[Node]:
+    """Every valid operation on two nodes: a positive integer result <= cap, no multiplying or dividing by 1."""
     hi, lo = (x, y) if x.value >= y.value else (y, x)
     choices = []
     if x.value + y.value <= cap:
@@ -79,7 +81,36 @@ def _combine(rng: random.Random, x: Node, y: Node, cap: int) -> Node | None:
         choices.append(Node(x.value * y.value, "*", x, y))
     if lo.value > 1 and hi.value % lo.value == 0:
         choices.append(Node(hi.value // lo.value, "/", hi, lo))
+    return choices
+
+
+def _combine(rng: random.Random, x: Node, y: Node, cap: int) -> Node | None:
+    """A random valid operation on two nodes; None if there is none."""
+    choices = _operations(x, y, cap)
     return rng.choice(choices) if choices else None
+
+
+class _TooMany(Exception):
+    pass
+
+
+def _targets(numbers: tuple[int, ...], cap: int, memo: dict, budget: list[int]) -> frozenset[int]:
+    """Every value that merging all of `numbers` (sorted) can end on; `budget[0]` counts down the work done."""
+    if len(numbers) == 1:
+        return frozenset(numbers)
+    if numbers in memo:
+        return memo[numbers]
+    out: set[int] = set()
+    for i, j in itertools.combinations(range(len(numbers)), 2):
+        rest = numbers[:i] + numbers[i + 1:j] + numbers[j + 1:]
+        for node in _operations(Node(numbers[i]), Node(numbers[j]), cap):
+            found = _targets(tuple(sorted((*rest, node.value))), cap, memo, budget)
+            budget[0] -= 1 + len(found)
+            if budget[0] < 0:
+                raise _TooMany
+            out |= found
+    memo[numbers] = frozenset(out)
+    return memo[numbers]
 
 
 class CountdownTask(GeneratedTask):
@@ -114,6 +145,24 @@ class CountdownTask(GeneratedTask):
             steps.append(f"{node.left.value}{node.op}{node.right.value}={node.value}")
             pool = [p for k, p in enumerate(pool) if k not in (i, j)] + [node]
         return None if pool[0].value in numbers else (pool[0], steps)
+
+    def _all_keys(self, limit: int) -> list[str] | None:
+        s = self.settings
+        if math.comb(s.max_number + s.count - 1, s.count) > limit:
+            return None
+        memo: dict = {}
+        budget = [limit]  # set unions while merging pools (memoised across number sets): ~1 us each
+        keys: list[str] = []
+        try:
+            for numbers in itertools.combinations_with_replacement(range(1, s.max_number + 1), s.count):
+                # the generator keeps a target that is not one of the numbers; every reachable one has a chance
+                for target in sorted(_targets(numbers, s.max_target, memo, budget) - set(numbers)):
+                    keys.append(f"{' '.join(map(str, numbers))} -> {target}")
+                if len(keys) > limit:
+                    return None
+        except _TooMany:
+            return None
+        return keys
 
     def solution(self, problem: Problem) -> str:
         return "\n".join([*problem.meta["steps"], ANSWER_PREFIX + problem.answer])

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from datawall.errors import DatawallError
 from datawall.model.sampler import generate
 from datawall.progress import progress_bar
 
@@ -30,8 +31,13 @@ def solution_budget(task, tokenizer, problems: list, slack: float = 1.5) -> int:
 @torch.no_grad()
 def task_accuracy(model, tokenizer, task, problems: int = 200, split: str = "test", start: int = 0,
                   batch_size: int = 100, device: str | None = None, quiet: bool = True) -> dict:
-    """Greedy accuracy on `problems` held-out problems, scored by the task's verifier."""
-    items = [task.problem(split, start + i) for i in range(problems)]
+    """Greedy accuracy on `problems` held-out problems (all of a smaller split), scored by the task's verifier."""
+    size = task.size(split)
+    if size is not None:  # a tiny world: score every problem it has (the result says how many)
+        problems = min(problems, size - start)
+    items = [task.problem(split, start + i) for i in range(max(0, problems))]
+    if not items:
+        raise DatawallError(f"{task.name}: no {split} problems from problem {start} on (the split has {size})")
     max_new = solution_budget(task, tokenizer, items)
     rewards: list[float] = []
     with progress_bar(rate_unit="prob/s", disable=quiet) as bar:

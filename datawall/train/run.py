@@ -79,7 +79,8 @@ def _build_data(spec: RunSpec, tok: Tokenizer | None):
         # without a cap every training token is fresh: generate a little more than one epoch of problems
         unique = d.unique_tokens or int(spec.train.tokens * 1.02) + seq_len
         docs = task_docs(task, tok, "train", unique_tokens=unique)
-        heldout = example_rows(task_docs(task, tok, "test", count=d.heldout_problems), tok.pad_id)
+        held = min(d.heldout_problems, task.size("test") or d.heldout_problems)  # a tiny world: all its test split
+        heldout = example_rows(task_docs(task, tok, "test", count=held), tok.pad_id)
         stream = ExampleStream(docs, tok.pad_id, seed)
         if stream.seq_len > seq_len:
             raise DatawallError(f"{d.task}: examples of up to {stream.seq_len + 1} tokens exceed --seq-len {seq_len}")
