@@ -95,9 +95,7 @@ def check_results(res: dict, problems: int, n_max: int) -> None:
 
 def test_local_run_rerun_and_resume(tmp_path, ckpt):
     out = tmp_path / "out"
-    # --keep-repeats: this world's problem 5 repeats problem 3, which the cache must serve (below)
-    args = ("--model", str(ckpt), "--problems", "5", "--n-max", "4", "--temperature", "1.5", "--keep-repeats",
-            "--out", str(out))
+    args = ("--model", str(ckpt), "--problems", "5", "--n-max", "4", "--temperature", "1.5", "--out", str(out))
     res = think_json(*args)
     check_results(res, 5, 4)
     assert res["sampling"] == {"drawn": 25, "from_cache": 0, "from_files": 0}
@@ -136,28 +134,25 @@ def test_local_run_rerun_and_resume(tmp_path, ckpt):
     assert sorted((r["problem"], r["sample"]) for r in rows) == [(i, j) for i in range(5) for j in range(4)]
 
     more = think_json(*args[:2], "--problems", "6", "--n-max", "6", *args[6:])  # a bigger pool extends this one
-    # 16 new samples and 1 greedy; problem 5 asks what problem 3 asks, so its first 4 samples are cached
-    assert TASK.problem("test", 5).prompt == TASK.problem("test", 3).prompt
-    assert more["sampling"] == {"drawn": 17 - 4, "from_cache": 4, "from_files": 25}
+    # 2 more samples of each of the 5 problems, 6 of the new one, and its greedy answer
+    assert more["sampling"] == {"drawn": 17, "from_cache": 0, "from_files": 25}
     check_results(more, 6, 6)
 
     changed = think(*args[:-2], "--out", str(out), "--seed", "1")
     assert isinstance(changed.exception, DatawallError) and "seed" in str(changed.exception)
 
 
-def test_held_out_problems_are_distinct_by_default(tmp_path, ckpt):
+def test_held_out_problems_are_the_first_k_of_the_split_and_never_repeat(tmp_path, ckpt):
     res = think_json("--model", str(ckpt), "--problems", "6", "--n-max", "2", "--out", str(tmp_path / "out"))
+    assert res["problem_indices"] == list(range(6))
     prompts = [TASK.problem("test", i).prompt for i in res["problem_indices"]]
-    idx = res["problem_indices"]
-    assert res["distinct"] and len(set(prompts)) == 6 and idx == sorted(idx) and idx[0] == 0
-    skipped = [i for i in range(idx[-1]) if i not in idx]
-    assert 5 in skipped  # problem 5 asks what problem 3 asks
-    assert all(TASK.problem("test", i).prompt in prompts for i in skipped)
+    assert len(set(prompts)) == 6
     rows = rows_of(tmp_path / "out" / "samples.jsonl")
     assert sorted({r["problem"] for r in rows}) == res["problem_indices"]
-    with pytest.raises(DatawallError, match=r"only \d+ distinct problems"):
-        select_problems(TASK, "test", 40)  # 1-digit sums: 100 pairs, about a quarter held out
-    assert len(select_problems(TASK, "test", 40, distinct=False)) == 40
+    size = TASK.size("test")  # 1-digit sums: 100 pairs, about a fifth held out
+    assert len(select_problems(TASK, "test", size)) == size
+    with pytest.raises(DatawallError, match=rf"only {size} distinct problems"):
+        select_problems(TASK, "test", size + 1)
 
 
 def test_endpoint_against_datawall_serve(tmp_path, ckpt):

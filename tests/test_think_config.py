@@ -58,7 +58,7 @@ def _think_help() -> str:
     return CliRunner().invoke(app, ["think", "--help"], env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"}).stdout
 
 
-@pytest.mark.parametrize("field", ["problems", "n_max", "temperature", "top_p", "max_tokens", "seed", "distinct",
+@pytest.mark.parametrize("field", ["problems", "n_max", "temperature", "top_p", "max_tokens", "seed",
                                    "beam_expand", "beam_aggregate", "thinking_extend", "difficulty_bins"])
 def test_flag_help_is_the_field_description(field):
     help_text = " ".join(_think_help().split())

@@ -149,8 +149,8 @@ def test_compare_two_real_runs(run, untrained, tmp_path):
 
 
 def test_compared_runs_may_differ_only_in_solution_settings():
-    """arith `paths` changes the worked solutions, not the problems: such runs are comparable; `distinct` is not."""
-    four = {"task": "arith", "task_args": {"digits": "2", "paths": "4"}, "split": "test", "distinct": True}
-    one = {"task": "arith", "task_args": {"digits": 2}, "split": "test", "distinct": True}
+    """arith `paths` changes the worked solutions, not the problems: such runs are comparable; other splits are not."""
+    four = {"task": "arith", "task_args": {"digits": "2", "paths": "4"}, "split": "test"}
+    one = {"task": "arith", "task_args": {"digits": 2}, "split": "test"}
     assert problem_set(four) == problem_set(one)
-    assert problem_set({**one, "distinct": False}) != problem_set(one)
+    assert problem_set({**one, "split": "train"}) != problem_set(one)

@@ -30,8 +30,6 @@ def think(
     chat: Annotated[bool, typer.Option(help="Use /chat/completions instead of /completions.")] = False,
     task_args: Annotated[str, typer.Option(help="Task settings as k=v,k=v, e.g. 'digits=5,ops=add'.")] = "",
     problems: Annotated[int, typer.Option(help=_help("problems"))] = _default("problems"),
-    distinct: Annotated[bool, typer.Option("--distinct/--keep-repeats", help=_help("distinct"))] = _default(
-        "distinct"),
     n_max: Annotated[int, typer.Option(help=_help("n_max"))] = _default("n_max"),
     strategies: Annotated[str, typer.Option(help="Comma-separated: " + _help("strategies"))] = ",".join(
         _default("strategies")),
@@ -84,7 +82,7 @@ def think(
         orm_scorer, prm_scorer = load_scorers(orm, prm, aggregate, device)
     scorer = orm_scorer or prm_scorer  # the ORM judges whole samples when both are given
     cfg = think_config(task=task, task_args=parse_task_args(task_args), problems=problems, n_max=n_max,
-                       distinct=distinct, strategies=strategies, temperature=temperature, top_p=top_p,
+                       strategies=strategies, temperature=temperature, top_p=top_p,
                        max_tokens=max_tokens, seed=seed, **search_options(beam_n, beam_expand, beam_aggregate,
                                                                           thinking_budgets, thinking_extend,
                                                                           difficulty_bins))

@@ -40,30 +40,9 @@ Scorer = Callable[[Problem, list[str]], list[float]]
 BATCH_PROMPTS = 16
 
 
-def select_problems(task, split: str, k: int, distinct: bool = True) -> list[Problem]:
-    """Problems 0, 1, ... of `split` until there are k; with `distinct`, a repeated prompt is skipped.
-
-    Generated worlds draw problems independently, so small ones repeat (1-digit products do); counting a
-    repeat twice would double its weight and narrow every interval without adding information.
-    """
-    if not distinct:
-        return [task.problem(split, i) for i in range(k)]
-    size = task.size(split)
-    chosen: dict[str, Problem] = {}
-    i = misses = 0
-    while len(chosen) < k and (size is None or i < size):
-        p = task.problem(split, i)
-        i += 1
-        if p.prompt in chosen:
-            misses += 1
-            if misses > 20 * k + 1000:  # the world has fewer distinct problems than asked for
-                break
-            continue
-        chosen[p.prompt] = p
-    if len(chosen) < k:
-        raise DatawallError(f"--problems {k}: the {split} split has only {len(chosen)} distinct problems "
-                            f"(among the first {i}); ask for fewer")
-    return list(chosen.values())
+def select_problems(task, split: str, k: int) -> list[Problem]:
+    """Problems 0 .. k-1 of `split` (a split never repeats a problem; asking for more than it has is an error)."""
+    return [task.problem(split, i) for i in range(k)]
 
 
 def default_max_tokens(task, backend: Backend, problems: list[Problem], slack: float = 1.5) -> int:
@@ -193,12 +172,12 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     task = get_task(cfg.task, **cfg.task_args)
-    problems = select_problems(task, cfg.split, cfg.problems, cfg.distinct)
+    problems = select_problems(task, cfg.split, cfg.problems)
     indices = [p.index for p in problems]
     max_tokens = cfg.max_tokens or _recorded_max_tokens(out) or default_max_tokens(task, backend, problems)
     _check_run(out, {"backend": backend.identity, "task": cfg.task, "task_args": cfg.task_args,
                      "split": cfg.split, "temperature": cfg.temperature, "top_p": cfg.top_p,
-                     "max_tokens": max_tokens, "seed": cfg.seed, "distinct": cfg.distinct})
+                     "max_tokens": max_tokens, "seed": cfg.seed})
     own_cache = cache is None
     cache = cache or SampleCache(out / "cache.sqlite")
     cost = backend.cost_model()
@@ -252,7 +231,7 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
     policy_curves = {**curves, **{k: c for k, c in search.items() if k not in curves}}
     results |= extra | {"policy": policy_json(policy_curves, [p.rewards.mean() for p in pools], cfg.difficulty_bins)}
     results |= {"task": cfg.task, "task_args": cfg.task_args, "split": cfg.split, "problems": cfg.problems,
-                "distinct": cfg.distinct, "problem_indices": indices, "n_max": cfg.n_max,
+                "problem_indices": indices, "n_max": cfg.n_max,
                 "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": max_tokens,
                 "seed": cfg.seed, "backend": backend.identity, "price": cost.price.model_dump(),
                 "coverage_law": _coverage_law(curves.get("pass@k"), pools),

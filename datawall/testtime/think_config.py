@@ -50,8 +50,6 @@ class ThinkConfig(BaseModel):
                                        "budget is suppressed (s1's 'Wait').")
     difficulty_bins: Positive = Field(5, description="Difficulty bins of the compute-optimal policy (fewer when "
                                       "there are few problems).")
-    distinct: bool = Field(True, description="Skip held-out problems whose prompt repeats an earlier one (small "
-                           "generated worlds repeat).")
 
     @field_validator("strategies", mode="before")
     @classmethod

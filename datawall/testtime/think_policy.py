@@ -99,8 +99,7 @@ def problem_set(res: dict) -> dict:
         args = settings.model_dump(exclude=set(settings.solution_only))  # e.g. arith paths: same problems
     except (DatawallError, TypeError):
         args = {k: str(v) for k, v in args.items()}
-    return {"task": res.get("task"), "task_args": args, "split": res.get("split"),
-            "distinct": res.get("distinct", False)}  # runs before `distinct` existed kept repeats
+    return {"task": res.get("task"), "task_args": args, "split": res.get("split")}
 
 
 def compare_runs(small_dir: Path, large_dir: Path, strategy: str = "majority", large_strategy: str | None = None,
@@ -108,7 +107,7 @@ def compare_runs(small_dir: Path, large_dir: Path, strategy: str = "majority", l
     """Crossover: the budget at which the small model's `strategy` curve matches the large model's first point."""
     small, large = read_results(small_dir), read_results(large_dir)
     a, b = problem_set(small), problem_set(large)
-    for key in ("task", "task_args", "split", "distinct"):
+    for key in ("task", "task_args", "split"):
         if a[key] != b[key]:
             raise DatawallError(f"the runs differ in {key} ({a[key]!r} vs {b[key]!r}); compare runs on the same "
                                 "held-out problems")

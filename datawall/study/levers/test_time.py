@@ -59,9 +59,7 @@ def think_config(spec: StudySpec, model_key: str, seed: int) -> dict:
     tt = spec.levers.test_time
     return {"model": model_key, "task": spec.world.task, "task_args": dict(spec.world.task_args),
             "problems": problems(spec), "n_max": max(tt.n), "strategies": ["greedy", *tt.strategies],
-            "temperature": tt.temperature, "seed": seed, "device": spec.train.device,
-            # the problems every pretraining run is evaluated on (repeats included), so levers share one test set
-            "distinct": False}
+            "temperature": tt.temperature, "seed": seed, "device": spec.train.device}
 
 
 def jobs(spec: StudySpec, plan: PlanBuilder, base: Point) -> list[Point]:
