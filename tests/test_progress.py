@@ -74,7 +74,6 @@ def test_bar_on_a_terminal_lines_elsewhere(monkeypatch):
             progress_bar()
 
 
-@pytest.mark.skipif(not DATAWALL.exists(), reason="console script not installed in this environment")
 def test_pretrain_with_stderr_a_pipe_prints_lines_and_json_stays_one_object(tmp_path):
     env = {**os.environ, "DATAWALL_PROGRESS_INTERVAL": "0", "DATAWALL_HOME": str(tmp_path / "home"),
            "DATAWALL_CACHE": str(tmp_path / "cache")}

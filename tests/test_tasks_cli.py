@@ -75,7 +75,6 @@ def test_show_bad_input_is_a_datawall_error(args, needle):
     assert needle in str(result.exception)
 
 
-@pytest.mark.skipif(not DATAWALL.exists(), reason="console script not installed in this environment")
 def test_console_script_exit_codes():
     ok = subprocess.run([str(DATAWALL), "tasks", "show", "arith", "--n", "2"], capture_output=True, text=True,
                         timeout=120)
