@@ -296,6 +296,7 @@ def run_ladder(spec: LadderSpec, out: str | Path, store: RunStore | str | Path |
     `runner` is one of the study's executors (default: a local pool of one worker per core; the caller closes
     one it passes); the store defaults to the study's ($DATAWALL_HOME or ~/.datawall). OUT/runs/NAME links to
     each run's directory. Ctrl-C or SIGTERM stops the runs after each writes a checkpoint (KeyboardInterrupt).
+    The local pool spawns its workers, so a script calling this needs the `if __name__ == "__main__":` guard.
     """
     from datawall.study.executors import get_executor
     from datawall.study.progress import RunsView
@@ -332,7 +333,7 @@ def run_ladder(spec: LadderSpec, out: str | Path, store: RunStore | str | Path |
     try:
         with view:
             results = runner.run([r.job for r in order], store, on_event=on_event, quiet=True,
-                                 study=f"ladder:{out.name}")
+                                 study=f"ladder:{out.resolve().name}")
     finally:
         if own:
             runner.close()
