@@ -1,6 +1,6 @@
 """The live view of runs going through an executor, on stderr: runs done / running / queued / reused / failed,
-the share of FLOPs done, one bar per running run, and an ETA from FLOP estimates (the work left divided by the
-FLOP rate so far). Studies and IsoFLOP ladders both use it.
+the share of FLOPs done and the FLOP rate, one bar per running run, and an ETA from FLOP estimates (the work
+left divided by the FLOP rate so far). Studies and IsoFLOP ladders both use it.
 """
 
 from __future__ import annotations
@@ -83,15 +83,23 @@ class RunsView:
         done = sum(self.est_flops.get(k, 0.0) * self.progress.get(k, 0.0) for k in self.labels)
         return done / total if total > 0 else 0.0
 
-    def eta(self) -> float | None:
-        """Seconds left: estimated FLOPs left over the FLOP rate of the work done so far (None before any)."""
+    def _todo(self) -> tuple[float, float]:
+        """(estimated FLOPs of the runs this call computes, how many of them are done so far)."""
         todo = [k for k, s in self.status.items() if s != "reused"]
         total = sum(self.est_flops.get(k, 0.0) for k in todo)
-        done = sum(self.est_flops.get(k, 0.0) * self.progress.get(k, 0.0) for k in todo)
+        return total, sum(self.est_flops.get(k, 0.0) * self.progress.get(k, 0.0) for k in todo)
+
+    def rate(self) -> float | None:
+        """FLOPs per second computed so far (estimated FLOPs of the work done over elapsed time)."""
         elapsed = time.monotonic() - self.started
-        if done <= 0 or elapsed < 1:
-            return None
-        return (total - done) / (done / elapsed)
+        done = self._todo()[1]
+        return done / elapsed if done > 0 and elapsed >= 1 else None
+
+    def eta(self) -> float | None:
+        """Seconds left: estimated FLOPs left over the FLOP rate of the work done so far (None before any)."""
+        total, done = self._todo()
+        rate = self.rate()
+        return None if rate is None else (total - done) / rate
 
     def line(self) -> str:
         """One line: the counts, the share of FLOPs done, elapsed time and ETA."""
@@ -100,9 +108,11 @@ class RunsView:
         left = "eta -" if eta is None else f"eta ~{_clock(eta)}"
         if c["running"] == 0 and c["queued"] == 0:
             left = "finished"
+        rate = self.rate()
+        speed = "" if rate is None else f", {rate:.2g} FLOP/s".replace("e+", "e")
         return (f"{self.title}: {c['done']} done, {c['running']} running, {c['queued']} queued, "
                 f"{c['reused']} reused, {c['failed']} failed of {len(self.labels)} runs | "
-                f"{self.flops_done():.0%} of FLOPs | {_clock(time.monotonic() - self.started)} elapsed, {left}")
+                f"{self.flops_done():.0%} of FLOPs{speed} | {_clock(time.monotonic() - self.started)} elapsed, {left}")
 
     def _render(self) -> Group:
         return Group(Text(self.line(), style="bold"), self.bars)
