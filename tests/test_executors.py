@@ -184,3 +184,19 @@ def test_ray_gives_the_same_runs_as_the_local_pool(local_store, tmp_path):
     assert acc == {name: [r["accuracy"] for r in rows] for name, rows in ref[T.key]["strategies"].items()}
     assert [json.loads(x)["completion"] for x in (store.dir_for(T) / "samples.jsonl").read_text().splitlines()] \
         == [json.loads(x)["completion"] for x in (ref_store.dir_for(T) / "samples.jsonl").read_text().splitlines()]
+
+
+def test_the_live_view_weighs_progress_by_flops_and_leaves_reused_runs_out_of_the_rate():
+    from datawall.study.executors import Event
+    from datawall.study.progress import RunsView
+
+    view = RunsView("ladder", {"a": "c1e9_small", "b": "c1e9_big"}, {"a": 1.0, "b": 3.0}, disable=True)
+    view(Event("a", "pretrain", "reused", {}))
+    view(Event("b", "pretrain", "running", progress=0.5))
+    assert view.flops_done() == pytest.approx(2.5 / 4)  # reused work counts as done
+    view.started -= 10  # ten seconds for half of the one run computed now
+    assert view.rate() == pytest.approx(0.15, rel=1e-2) and view.eta() == pytest.approx(10, rel=1e-2)
+    assert view.line().startswith("ladder: 0 done, 1 running, 0 queued, 1 reused, 0 failed of 2 runs | 62% of FLOPs, "
+                                  "0.15 FLOP/s | 0:10 elapsed, eta ~0:10")
+    view(Event("b", "pretrain", "done", {}, progress=1.0))
+    assert view.flops_done() == 1.0 and view.line().endswith("elapsed, finished")

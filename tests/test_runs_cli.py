@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import subprocess
 import sys
@@ -102,3 +103,49 @@ def test_bad_references_are_one_line_errors(store, monkeypatch):
     assert proc.returncode == 2 and "unknown status 'bogus'" in proc.stderr
     proc = subprocess.run([DATAWALL, "runs", "list", "--store", str(root / "nope")], capture_output=True, text=True)
     assert proc.returncode == 2 and "no run store at" in proc.stderr and not (root / "nope").exists()
+
+
+def test_a_corrupt_index_is_moved_aside_rebuilt_and_said_so_on_one_line(store):
+    root, done, dead = store
+    (root / "index.sqlite").write_bytes(random.Random(0).randbytes(8192))
+    proc = subprocess.run([DATAWALL, "runs", "list", "--store", str(root), "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    [line] = proc.stderr.splitlines()
+    [aside] = root.glob("index.sqlite.corrupt-*")
+    assert line.startswith(f"warning: {root / 'index.sqlite'} was not a readable SQLite database (file is not a "
+                           "database); moved it to index.sqlite.corrupt-") and aside.name in line
+    status = {r["key"]: r["status"] for r in json.loads(proc.stdout)["runs"]}
+    assert status == {done.key: "done", dead.key: "interrupted"}
+    again = subprocess.run([DATAWALL, "runs", "show", done.key, "--store", str(root)], capture_output=True, text=True)
+    assert again.returncode == 0 and again.stderr == "" and done.key in again.stdout  # rebuilt once, then healthy
+
+
+def test_a_damaged_result_is_shown_as_failed_and_recomputed_by_the_next_run_that_needs_it(store):
+    root, done, _ = store
+    run_dir = root / "runs" / done.name
+    before = json.loads((run_dir / "result.json").read_text())
+    (run_dir / "result.json").write_text("{}")
+    shown = cli("show", done.key, "--store", str(root), "--json")
+    assert shown["status"] == "failed" and shown["result"] is None
+    assert shown["error"] == "result.json has no 'params'; the next run that needs it recomputes it"
+    warnings: list[str] = []
+    s = RunStore(root)
+    s.warn = warnings.append
+    results = get_executor("local", workers=0).run([done], s, study="demo")  # resumes from the final checkpoint
+    for key in ("params", "tokens", "flops", "accuracy"):
+        assert results[done.key][key] == before[key], key
+    assert results[done.key]["eval_loss"] == pytest.approx(before["eval_loss"], rel=1e-5)
+    assert json.loads((run_dir / "result.json").read_text()) == results[done.key]
+    [aside] = run_dir.glob("result.json.corrupt-*")
+    assert aside.read_text() == "{}" and len(warnings) == 1 and "has no 'params'" in warnings[0]
+    assert cli("show", done.key, "--store", str(root), "--json")["status"] == "done"
+
+
+def test_list_names_a_model_shape_that_overrides_its_preset(tmp_path):
+    s = RunStore(tmp_path / "store")
+    job = Job("pretrain", {"data": {"corpus": "stdlib"}, "size": "1m", "train": {"tokens": 4096},
+                           "model_overrides": {"dim": 48, "n_layers": 2, "n_heads": 1}})
+    s.dir_for(job).mkdir(parents=True)
+    (s.dir_for(job) / "job.json").write_text(json.dumps(job_record(job)))
+    table = CliRunner().invoke(app, ["list", "--store", str(s.root)], env={"COLUMNS": "200"}).stdout
+    assert "48x2 stdlib D=4.1k" in table

@@ -14,7 +14,7 @@ from datawall.errors import DatawallError
 from datawall.study.executors import get_executor
 from datawall.study.jobs import KINDS, Job, Kind, job_key
 from datawall.study.locks import RunLock
-from datawall.study.store import RunStore
+from datawall.study.store import NUMBERS, RunStore, result_problem
 
 PRETRAIN = {"data": {"task": "arith", "task_args": {"digits": "2"}}, "size": "100k",
             "train": {"tokens": 2000, "batch_size": 8, "seq_len": 32}}
@@ -67,7 +67,7 @@ def test_key_changes_with_config_kind_version_and_deps(monkeypatch):
 
 
 def test_bad_job_configs_are_one_clear_error():
-    with pytest.raises(DatawallError, match="train.tokns: Extra inputs"):
+    with pytest.raises(DatawallError, match="train.tokns: unknown key"):
         Job("pretrain", {**PRETRAIN, "train": {"tokens": 5, "tokns": 5}})
     with pytest.raises(DatawallError, match="not in its deps"):
         Job("think", {"model": "abcd", "task": "arith"})
@@ -189,3 +189,99 @@ def test_a_lock_removed_while_waited_on_is_retaken(tmp_path):
     assert got.is_set() and path.exists()
     assert not RunLock(path).acquire(blocking=False)  # the waiter holds the new file's lock
     waiter.release()
+
+
+@pytest.mark.parametrize("text", ["[]", "{}", '{"value": "two"}', '{"value": true}', "{not json", None])
+def test_a_done_run_whose_result_is_damaged_is_moved_aside_and_recomputed(count_kind, monkeypatch, tmp_path, text):
+    monkeypatch.setitem(NUMBERS, "count", (("value",), ()))  # what readers of a count result index
+    store = RunStore(tmp_path / "store")
+    warnings: list[str] = []
+    store.warn = warnings.append
+    job = Job("count", {"log": str(tmp_path / "log.txt"), "value": 7})
+    get_executor("local", workers=0).run([job], store)
+    result = store.dir_for(job) / "result.json"
+    if text is None:
+        result.unlink()
+    else:
+        result.write_text(text)
+    assert store.is_done(job) and not store.list()[0]["error"]  # indexed as done before: the cache says done
+    again = get_executor("local", workers=0).run([job], store)
+    assert again == {job.key: {"value": 7}} and _log(tmp_path) == [job.name, job.name]  # computed once more
+    assert json.loads(result.read_text()) == {"value": 7} and store.is_done(job)
+    [line] = warnings
+    assert line.startswith(f"{result} ") and "computing the run again" in line
+    aside = list(store.dir_for(job).glob("result.json.corrupt-*"))
+    if text is None:
+        assert "is missing" in line and not aside
+    else:
+        assert [p.read_text() for p in aside] == [text] and aside[0].name in line
+
+
+def test_a_damaged_result_is_listed_as_failed_until_a_run_recomputes_it(count_kind, monkeypatch, tmp_path):
+    monkeypatch.setitem(NUMBERS, "count", (("value",), ()))
+    store = RunStore(tmp_path / "store")
+    job = Job("count", {"log": str(tmp_path / "log.txt"), "value": 1})
+    get_executor("local", workers=0).run([job], store)
+    store.index_path.unlink()  # re-indexed from the directory, which now holds a bad result
+    (store.dir_for(job) / "result.json").write_text("[]")
+    fresh = RunStore(tmp_path / "store")
+    [row] = fresh.list()
+    assert row["status"] == "failed" and row["error"].startswith("result.json holds an array, not a JSON object")
+    shown = fresh.show(job.key)
+    assert shown["result"] is None and shown["status"] == "failed"
+    assert (store.dir_for(job) / "result.json").read_text() == "[]"  # reading commands change no run
+
+
+def test_result_problem_names_what_readers_would_trip_on():
+    config = Job("pretrain", PRETRAIN).config  # a task world scored on held-out problems: accuracy is read
+    good = {"params": 10, "params_non_embedding": 5, "tokens": 2000, "unique_tokens": 900, "epochs": 2.2,
+            "flops": 1e9, "wall_seconds": 1.5, "train_loss": 1.0, "eval_loss": None, "accuracy": 0.5}
+    assert result_problem("pretrain", config, good) is None
+    assert result_problem("pretrain", config, []) == "holds an array, not a JSON object"
+    assert result_problem("pretrain", config, {}) == "has no 'params'"
+    assert result_problem("pretrain", config, {**good, "flops": "1e9"}) == "has 'flops' = \"1e9\", not a number"
+    assert result_problem("pretrain", config, {**good, "tokens": True}) == "has 'tokens' = true, not a number"
+    assert result_problem("pretrain", config, {**good, "eval_loss": [1]}) == "has 'eval_loss' = [1], not a number"
+    no_acc = {k: v for k, v in good.items() if k != "accuracy"}
+    assert result_problem("pretrain", config, no_acc) == "has no 'accuracy'"
+    corpus = Job("pretrain", {**PRETRAIN, "data": {"corpus": "stdlib"}}).config  # no task: no accuracy
+    assert result_problem("pretrain", corpus, no_acc) is None
+    row = {"n": 1, "accuracy": 0.5, "ci_low": None, "ci_high": None, "tokens_per_query": 3.0,
+           "flops_per_query": 9.0, "dollars_per_query": None}
+    assert result_problem("think", {}, {"strategies": {"greedy": [row]}}) is None
+    assert result_problem("think", {}, {"strategies": {}}) == "has no 'strategies' object"
+    assert result_problem("think", {}, {"strategies": {"greedy": [{**row, "n": "1"}]}}) == \
+        "has a malformed row in strategies.greedy"
+
+
+@pytest.mark.parametrize("damage", [b"\x8b\x1f" + bytes(range(256)) * 16, b"SQLite format 3\x00" + b"\xff" * 4000])
+def test_a_corrupt_index_is_moved_aside_and_rebuilt_from_the_run_dirs(count_kind, tmp_path, damage):
+    store = RunStore(tmp_path / "store")
+    job = Job("count", {"log": str(tmp_path / "log.txt"), "value": 4})
+    get_executor("local", workers=0).run([job], store, study="s1")
+    store.index_path.write_bytes(damage)
+    fresh = RunStore(tmp_path / "store")
+    warnings: list[str] = []
+    fresh.warn = warnings.append
+    [row] = fresh.list()
+    assert row["key"] == job.key and row["status"] == "done" and row["metrics"] == {"value": 4}
+    assert row["studies"] == []  # the one thing the run directories do not hold
+    [aside] = fresh.root.glob("index.sqlite.corrupt-*")
+    assert aside.read_bytes() == damage
+    [line] = warnings
+    assert line.startswith(f"{fresh.index_path} was not a readable SQLite database (") and aside.name in line
+    get_executor("local", workers=0).run([job], fresh, study="s2")  # the executor writes the new index
+    assert fresh.list()[0]["studies"] == ["s2"] and len(warnings) == 1
+    assert RunStore(tmp_path / "store").list()[0]["studies"] == ["s2"]  # a healthy index: nothing moved again
+    assert len(list(fresh.root.glob("index.sqlite.corrupt-*"))) == 1
+
+
+def test_damaged_job_records_are_skipped_by_the_index(count_kind, tmp_path):
+    store = RunStore(tmp_path / "store")
+    job = Job("count", {"log": str(tmp_path / "log.txt"), "value": 4})
+    get_executor("local", workers=0).run([job], store)
+    for name, text in (("count-0000000000000000", "[]"), ("count-1111111111111111", '{"kind": "count"}'),
+                       ("count-2222222222222222", "\x00\x01")):
+        (store.runs_dir / name).mkdir()
+        (store.runs_dir / name / "job.json").write_text(text)
+    assert [r["key"] for r in store.list()] == [job.key]

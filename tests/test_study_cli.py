@@ -113,3 +113,31 @@ def test_live_view_counts_and_eta():
     for k in keys[2:]:
         view(Event(k, plan.job(k).kind, "done", {}))
     assert "finished" in view.line() and f"{len(keys) - 1} done" in view.line()
+
+
+def test_a_damaged_run_is_recomputed_and_an_error_starts_on_its_own_line(tmp_path_factory, tmp_path, monkeypatch,
+                                                                         capsys):
+    """A run's result.json holding [] is moved aside and recomputed; here its config.json is damaged too, so the
+    recomputation fails, and the error line that follows the live view must not be glued to its last frame."""
+    import shutil
+
+    root, _ = tiny_study(tmp_path_factory)
+    store = tmp_path / "store"
+    shutil.copytree(root / "store", store)
+    run = sorted((store / "runs").glob("pretrain-*"))[0]
+    (run / "result.json").write_text("[]")
+    (run / "config.json").write_text("{")
+    monkeypatch.setattr(sys, "argv", ["datawall", "study", str(root / "tiny.toml"), "--store", str(store),
+                                      "--out", str(tmp_path / "out"), "--workers", "0"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert [x for x in lines if "warning:" in x] == [x for x in lines if x.startswith(f"warning: {run}/result.json "
+                                                                                      "holds an array")]
+    assert len([x for x in lines if "warning:" in x]) == 1
+    errors = [x for x in lines if "error:" in x]
+    assert len(errors) == 1 and errors[0].startswith(f"error: run {run.name} failed: {run}/config.json: not valid JSON")
+    assert list(run.glob("result.json.corrupt-*")) and not (run / "DONE").exists()

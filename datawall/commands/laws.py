@@ -236,7 +236,8 @@ def _print_plan(p: dict) -> None:
 
 @app.command()
 def ladder(
-    out: Annotated[Path, typer.Option("--out", help="Ladder directory: runs/NAME per run, ladder.csv, report.html.")],
+    out: Annotated[Path, typer.Option("--out", help="Ladder directory: ladder.csv, report.html, figures, and "
+                                                    "runs/NAME linking each run to its directory in the store.")],
     preset: Annotated[str, typer.Option(help="quick (25 runs, ~3 min on 2 cores) or standard (43 runs, "
                                               "~10-17 min).")] = "quick",
     corpus: Annotated[str, typer.Option(help="'stdlib' or a text file, .jsonl or directory.")] = "stdlib",
@@ -248,18 +249,25 @@ def ladder(
                                                                   "(seq_len, vocab_size, lr, ...).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for init, data order and the held-out split.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Parallel runs (default: one per CPU core).")] = None,
+    store: Annotated[Path | None, typer.Option(help="Run store (default: $DATAWALL_HOME or ~/.datawall, as for "
+                                               "`datawall study`); finished runs in it are reused, unfinished "
+                                               "ones resumed.")] = None,
+    executor: Annotated[str, typer.Option(help="local (a process pool) or ray.")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (with --executor ray).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Runs at once (default: cores // threads; 0 = one at a time "
+                                                "in this process).")] = None,
     threads: Annotated[int, typer.Option(help="Torch threads per run (1 is fastest on shared cores).")] = 1,
+    dry_run: Annotated[bool, typer.Option(help="Print the runs (name, tokens, lr, FLOPs, store run) and stop.")]
+    = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run an IsoFLOP grid of pretraining runs, fit both law forms, plot them; re-runs resume and skip DONE runs."""
-    import signal
-    import threading
-
+    """Run an IsoFLOP grid of pretraining runs, fit both law forms, plot them; re-runs reuse finished runs."""
     from pydantic import ValidationError
 
-    from datawall.study.ladder import ladder_spec, run_ladder
+    from datawall.study.executors import get_executor
+    from datawall.study.ladder import describe, ladder_spec, run_ladder
     from datawall.study.ladder_report import write_report
+    from datawall.study.store import RunStore
 
     overrides: dict = {}
     if spec_file is not None:
@@ -271,8 +279,6 @@ def ladder(
             raise DatawallError(f"--spec {spec_file}: expected a JSON object of LadderSpec fields")
     if budgets is not None:
         overrides["budgets"] = [float(parse_count(b, "--budgets")) for b in budgets.split(",") if b.strip()]
-    if workers is not None and workers < 1 or threads < 1:
-        raise DatawallError("--workers and --threads must be at least 1")
     flags = {"corpus": corpus, "sizes": sizes, "seed": seed, "device": device,
              "unique_tokens": parse_count(unique_tokens, "--unique-tokens") if unique_tokens else None}
     overrides |= {k: v for k, v in flags.items() if v is not None}
@@ -280,21 +286,22 @@ def ladder(
         spec = ladder_spec(preset, **overrides)
     except ValidationError as e:
         raise validation_error(e, "ladder spec") from None
+    if dry_run:
+        print(describe(spec))
+        return
+    runner = get_executor(executor, workers=workers, address=address, threads=threads)
+    if executor == "local":
+        from datawall.model.device import require_device
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
-    previous = signal.signal(signal.SIGTERM, on_term) if main_thread else None  # `kill`: checkpoint, then stop
+        require_device(spec.device, "--device")
     try:
-        result = run_ladder(spec, out, workers=workers, threads=threads)  # progress on stderr, even with --json
+        result = run_ladder(spec, out, store=RunStore(store), runner=runner)  # progress on stderr, even with --json
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept and unfinished ones checkpointed; "
               "run the same command again to continue", file=sys.stderr)
         raise typer.Exit(130) from None
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        runner.close()
     summary = write_report(result)
     if as_json:
         _print_json(summary)

@@ -54,7 +54,9 @@ def _describe(row: dict) -> str:
     if row["kind"] == "pretrain":
         data = c["data"]
         source = data.get("task") or Path(str(data.get("corpus"))).name
-        words = f"{c['size']} {source} D={format_count(c['train']['tokens'])}"
+        shape = c.get("model_overrides") or {}
+        size = f"{shape['dim']}x{shape.get('n_layers', '?')}" if "dim" in shape else c["size"]  # e.g. a ladder's
+        words = f"{size} {source} D={format_count(c['train']['tokens'])}"
         return words + (f" U={format_count(data['unique_tokens'])}" if data.get("unique_tokens") else "")
     if row["kind"] == "think":
         return f"{c['task']} K={c['problems']} n={c['n_max']} on {c['model'][:8]}"

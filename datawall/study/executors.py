@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
@@ -61,6 +62,23 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _terminate_interrupts():
+    """While jobs run, SIGTERM (`kill`, a cluster's preemption) stops them like Ctrl-C: checkpoint, then exit."""
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+        yield
+        return
+    def once(signum, frame):  # a second SIGTERM must not cut short the checkpoints the first one asked for
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, once)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _work(root: str, job: Job, dep_dirs: dict[str, str], quiet: bool, threads: int) -> tuple[str, dict]:
     """Worker side of one job: fix the thread count, then run or reuse it under its lock."""
     import torch
@@ -82,6 +100,7 @@ def _init_worker(threads: int, parent: int) -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ["OMP_NUM_THREADS"] = str(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a SIGTERM to the whole group reaches jobs via the scheduler
     signal.signal(STOP_SIGNAL, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         import ctypes
@@ -141,10 +160,11 @@ class Executor:
         results: dict[str, dict] = {}
         pending: list[Job] = []
         for job in jobs:
-            if store.is_done(job):
-                results[job.key] = store.result(job)
-                store.record(job, "done", results[job.key], study=study)
-                emit(Event(job.key, job.kind, "reused", results[job.key]))
+            result = store.result(job)  # None also when its result.json was damaged: then it is recomputed
+            if result is not None:
+                results[job.key] = result
+                store.record(job, "done", result, study=study)
+                emit(Event(job.key, job.kind, "reused", result))
             else:
                 store.record(job, "queued", study=study)
                 pending.append(job)
@@ -154,6 +174,13 @@ class Executor:
         if not pending:
             return {k: results[k] for k in by_key}
 
+        with _terminate_interrupts():
+            return self._schedule(pending, results, by_key, dep_dirs, store, emit, quiet, study, keep_going)
+
+    def _schedule(self, pending: list[Job], results: dict[str, dict], by_key: dict[str, Job],
+                  dep_dirs: dict[str, str], store: RunStore, emit: Callable[[Event], None], quiet: bool,
+                  study: str | None, keep_going: bool) -> dict[str, dict]:
+        """Run the pending jobs as their dependencies finish (the loop behind run())."""
         capacity = max(1, self._start(pending))
         inflight: dict = {}  # handle -> job
         failures: list[tuple[Job, str]] = []
@@ -280,6 +307,7 @@ class LocalExecutor(Executor):
             n = 1  # one GPU run at a time (runs do not pick devices among several GPUs)
         if n == 0:
             return 1
+        n = min(n, len(jobs))  # no idle workers to spawn (each imports torch)
         import multiprocessing
 
         self.pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),

@@ -3,21 +3,19 @@
 Each budget C gets `sizes` models spread around a guess of the compute-optimal size, and each run trains
 for tokens = C / train_flops_per_token, so every run of a budget really costs C FLOPs as the loop counts
 them. A repetition series trains one size on 1, 2, 4, ... epochs of U unique tokens: U is the cap when one
-is given (then every run draws from the same first U tokens) and `repeat_tokens` otherwise. Runs are
-ordinary run directories (OUT/runs/NAME): a finished one (DONE) is read back, an interrupted one resumes
-from its checkpoint. Runs go to a pool of spawned processes, one torch thread each.
+is given (then every run draws from the same first U tokens) and `repeat_tokens` otherwise. Every run is an
+ordinary `pretrain` job in the run store, run by the study's executors (local pool or Ray): a finished run
+is reused (by any ladder or study that needs it), an interrupted one resumes from its checkpoint.
+OUT/runs/NAME links each readable name to its run directory in the store.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import signal
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from multiprocessing import active_children, get_context
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from datawall.errors import DatawallError
 
 if TYPE_CHECKING:
+    from datawall.study.executors import Event, Executor
+    from datawall.study.jobs import Job
+    from datawall.study.store import RunStore
     from datawall.train.run import RunSpec
 
 # Model family: widths in steps of 8 up to 128 (tiny models are where small budgets have their optimum),
@@ -181,6 +182,18 @@ class LadderRun:
     budget: float | None = None
     epochs: float | None = None
 
+    @cached_property
+    def job(self) -> Job:
+        """The run as a store job: kind pretrain, config the RunSpec (so a study needing it shares it)."""
+        from datawall.study.jobs import Job
+
+        return Job("pretrain", self.spec.model_dump(mode="json"))
+
+    @property
+    def flops(self) -> float:
+        """Training FLOPs the run will spend, as the loop counts them."""
+        return self.spec.train.tokens * self.shape.flops_per_token
+
 
 def _run_spec(spec: LadderSpec, shape: Shape, tokens: int, unique_tokens: int | None) -> RunSpec:
     from datawall.train.config import OptimConfig, TrainConfig
@@ -255,53 +268,10 @@ class LadderResult:
     spec: LadderSpec
     out: Path
     rows: list[dict]
+    store: Path | None = None  # the run store holding the runs
     computed: list[str] = field(default_factory=list)  # runs trained (or resumed) by this call
     reused: list[str] = field(default_factory=list)  # runs read back from DONE
     wall_seconds: float = 0.0
-
-
-# --- workers -------------------------------------------------------------------------------------------
-# A worker's first SIGINT (Ctrl-C reaches the whole process group) interrupts the run in progress, which
-# checkpoints and stops; queued runs are then skipped. Further signals only set the flag, so they cannot
-# interrupt the checkpoint being written.
-_WORKER = {"running": False, "stopping": False}
-
-
-def _on_sigint(signum, frame) -> None:
-    first = not _WORKER["stopping"]
-    _WORKER["stopping"] = True
-    if first and _WORKER["running"]:
-        raise KeyboardInterrupt
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    signal.signal(signal.SIGINT, _on_sigint)
-
-
-def _run_one(name: str, spec, run_dir: str) -> tuple[str, dict | None]:
-    """Execute one run in a worker; (name, None) when it was interrupted or skipped."""
-    from datawall.train.run import execute
-
-    if _WORKER["stopping"]:
-        return name, None
-    _WORKER["running"] = True
-    try:
-        return name, execute(spec, run_dir, quiet=True)
-    except KeyboardInterrupt:
-        return name, None
-    finally:
-        _WORKER["running"] = False
-
-
-def available_cores() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _check_data(spec: LadderSpec) -> tuple[int, int]:
@@ -319,133 +289,111 @@ def _check_data(spec: LadderSpec) -> tuple[int, int]:
     return tok.vocab_size, pool // (spec.seq_len + 1) * spec.seq_len  # input positions per epoch, as the loop counts
 
 
-def run_ladder(spec: LadderSpec, out: str | Path, workers: int | None = None, threads: int = 1,
-               quiet: bool = False) -> LadderResult:
-    """Run (or resume, or read back) every run of the ladder into OUT/runs/NAME; rows in ladder.csv order.
+def run_ladder(spec: LadderSpec, out: str | Path, store: RunStore | str | Path | None = None,
+               runner: Executor | None = None, quiet: bool = False) -> LadderResult:
+    """Run (or resume, or reuse) every run of the ladder as a pretrain job in the run store; rows in ladder.csv order.
 
-    `workers` processes (default: one per core) of `threads` torch threads each; 1 x 1 runs in this process.
+    `runner` is one of the study's executors (default: a local pool of one worker per core; the caller closes
+    one it passes); the store defaults to the study's ($DATAWALL_HOME or ~/.datawall). OUT/runs/NAME links to
+    each run's directory. Ctrl-C or SIGTERM stops the runs after each writes a checkpoint (KeyboardInterrupt).
+    The local pool spawns its workers, so a script calling this needs the `if __name__ == "__main__":` guard.
     """
-    from datawall.train.run import execute
+    from datawall.study.executors import get_executor
+    from datawall.study.progress import RunsView
+    from datawall.study.store import RunStore
 
     out = Path(out)
     t0 = time.perf_counter()
     vocab, pool = _check_data(spec)
     runs = ladder_runs(spec, vocab, pool)
-    results: dict[str, dict] = {}
-    result = LadderResult(spec, out, [])
-    pending = []
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    own = runner is None
+    runner = runner or get_executor("local")
+    links = out / "runs"
+    links.mkdir(parents=True, exist_ok=True)
+    names: dict[str, list[str]] = {}  # job key -> ladder names (two names may be one run)
     for r in runs:
-        run_dir = out / "runs" / r.name
-        if (run_dir / "DONE").exists():
-            results[r.name] = execute(r.spec, run_dir, quiet=True)  # validates that it is the same run
-            result.reused.append(r.name)
-        else:
-            pending.append(r)
-    # longest first (most FLOPs, then smaller models: they are slower per FLOP), so the workers end together
-    pending.sort(key=lambda r: (-r.spec.train.tokens * r.shape.flops_per_token, r.shape.params))
-    cores = available_cores()
-    # one thread per run: on shared cores a 2-thread run can stall badly (docs/laws.md, "IsoFLOP ladder")
-    workers = max(1, min(workers or cores, len(pending) or 1))
-    cost = {r.name: r.spec.train.tokens * r.shape.flops_per_token for r in runs}
-    with _LadderBar(quiet, sum(cost.values()), sum(cost[n] for n in results), len(runs), len(results)) as bar:
-        def done(name: str, res: dict | None) -> None:
-            if res is not None:
-                results[name] = res
-                result.computed.append(name)
-                bar(cost[name])
+        names.setdefault(r.job.key, []).append(r.name)
+        _adopt(r, links / r.name, store)
+    result = LadderResult(spec, out, [], store=store.root)
+    view = RunsView("ladder", {r.job.key: r.name for r in runs}, {r.job.key: r.flops for r in runs}, disable=quiet)
 
-        if workers == 1:
-            _run_here(pending, out, threads, done)
-        else:
-            _run_pool(pending, out, workers, threads, done)
-    result.rows = [ladder_row(r, results[r.name]) for r in runs]
+    def on_event(e: Event) -> None:
+        if e.status != "queued":  # started or finished: its directory exists (or soon will)
+            for name in names[e.key]:
+                _link(links / name, store.runs_dir / e.name)
+        if e.status == "done":
+            result.computed += names[e.key]
+        elif e.status == "reused":
+            result.reused += names[e.key]
+        view(e)
+
+    # longest first (most FLOPs, then smaller models: they are slower per FLOP), so the workers end together
+    order = sorted(runs, key=lambda r: (-r.flops, r.shape.params))
+    try:
+        with view:
+            results = runner.run([r.job for r in order], store, on_event=on_event, quiet=True,
+                                 study=f"ladder:{out.resolve().name}")
+    finally:
+        if own:
+            runner.close()
+    result.rows = [ladder_row(r, results[r.job.key], store.dir_for(r.job)) for r in runs]
     result.wall_seconds = time.perf_counter() - t0
     return result
 
 
-def _run_here(pending: list[LadderRun], out: Path, threads: int, done) -> None:
-    import torch
-
-    from datawall.train.run import execute
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for r in pending:
-            done(r.name, execute(r.spec, out / "runs" / r.name, quiet=True))
-    finally:
-        torch.set_num_threads(previous)
+def _link(link: Path, target: Path) -> None:
+    """Point OUT/runs/NAME at the run's directory in the store (replacing a link elsewhere, atomically)."""
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return
+    if link.exists() and not link.is_symlink():
+        raise DatawallError(f"{link} exists and is not a link to a run directory; move it away")
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target, target_is_directory=True)
+    os.replace(tmp, link)
 
 
-def _run_pool(pending: list[LadderRun], out: Path, workers: int, threads: int, done) -> None:
-    """Run in `workers` spawned processes of `threads` torch threads; on Ctrl-C let each run checkpoint."""
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                               initargs=(threads,))
-    futures: set[Future] = set()
-    try:
-        futures = {pool.submit(_run_one, r.name, r.spec, str(out / "runs" / r.name)) for r in pending}
-        while futures:
-            finished, futures = wait(futures, return_when=FIRST_COMPLETED)
-            for f in finished:
-                try:
-                    done(*f.result())
-                except BrokenProcessPool:
-                    raise DatawallError("a ladder worker process died (out of memory?); finished runs are kept "
-                                        "and a re-run continues the others") from None
-    except BaseException:
-        for f in futures:
-            f.cancel()
-        for child in active_children():  # a kill of this process alone: make the workers checkpoint too
-            try:
-                os.kill(child.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+def _adopt(run: LadderRun, path: Path, store: RunStore) -> None:
+    """A run directory kept in OUT/runs/NAME itself (ladders before the run store) moves into the store."""
+    import json
+    import shutil
 
+    from datawall.atomic import atomic_write_json
+    from datawall.study.store import job_record
 
-class _LadderBar:
-    """Progress over runs on stderr, weighted by FLOPs so the ETA is honest; yields advance(flops)."""
-
-    def __init__(self, quiet: bool, total: float, completed: float, runs: int, done_runs: int):
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        from datawall.progress import stderr
-
-        self.runs, self.done = runs, done_runs
-        self.progress = Progress(TextColumn("[bold]ladder"), BarColumn(), TextColumn("{task.fields[runs]} runs"),
-                                 TextColumn("{task.percentage:>3.0f}% of FLOPs"), TimeElapsedColumn(),
-                                 TextColumn("eta"), TimeRemainingColumn(), console=stderr, disable=quiet)
-        self.task = self.progress.add_task("ladder", total=total, completed=completed,
-                                           runs=f"{done_runs}/{runs}")
-
-    def __enter__(self):
-        self.progress.__enter__()
-
-        def advance(flops: float) -> None:
-            self.done += 1
-            self.progress.update(self.task, advance=flops, runs=f"{self.done}/{self.runs}")
-
-        return advance
-
-    def __exit__(self, *exc):
-        return self.progress.__exit__(*exc)
+    if path.is_symlink() or not path.is_dir():
+        return
+    target = store.dir_for(run.job)
+    with store.lock_for(run.job):
+        try:
+            config = json.loads((path / "config.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            config = None
+        if not isinstance(config, dict) or config.get("run") != run.job.config:
+            raise DatawallError(f"{path} is not a run directory of this ladder run (its config.json differs or is "
+                                "missing); move it away or choose another --out")
+        if target.exists():
+            raise DatawallError(f"{path} is a run directory from an older ladder, and the store already has this "
+                                f"run at {target}; delete one of them")
+        shutil.move(str(path), str(target))
+        atomic_write_json(target / "job.json", job_record(run.job))
+    _link(path, target)
 
 
 CSV_COLUMNS = ("name", "series", "budget", "dim", "n_layers", "n_heads", "lr", "params", "params_non_embedding",
                "tokens", "unique_tokens", "epochs", "flops", "eval_loss", "train_loss", "wall_seconds", "run_dir")
 
 
-def ladder_row(run: LadderRun, res: dict) -> dict:
-    """One ladder.csv row from a planned run and its result.json."""
+def ladder_row(run: LadderRun, res: dict, run_dir: Path) -> dict:
+    """One ladder.csv row from a planned run, its result.json and its directory in the store."""
     return {
         "name": run.name, "series": run.series, "budget": run.budget if run.budget is not None else "",
         "dim": run.shape.dim, "n_layers": run.shape.n_layers, "n_heads": run.shape.n_heads,
         "lr": run.spec.train.optim.lr, "params": res["params"], "params_non_embedding": res["params_non_embedding"],
         "tokens": res["tokens"], "unique_tokens": res["unique_tokens"], "epochs": res["epochs"],
         "flops": res["flops"], "eval_loss": res["eval_loss"], "train_loss": res["train_loss"],
-        "wall_seconds": res["wall_seconds"], "run_dir": str(Path("runs") / run.name),
+        "wall_seconds": res["wall_seconds"], "run_dir": str(run_dir),
     }
 
 
@@ -454,5 +402,5 @@ def describe(spec: LadderSpec) -> str:
     lines = []
     for r in ladder_runs(spec, *_check_data(spec)):
         lines.append(f"{r.name:<32} tokens {_short(r.spec.train.tokens):>6}  "
-                     f"lr {r.spec.train.optim.lr:.2g}  flops {r.spec.train.tokens * r.shape.flops_per_token:.3g}")
+                     f"lr {r.spec.train.optim.lr:.2g}  flops {r.flops:.3g}  {r.job.name}")
     return "\n".join(lines)

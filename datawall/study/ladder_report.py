@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -202,7 +203,10 @@ def law_optima(law: Law, budgets: list[float], U: float | None) -> list[dict]:
 
 def write_report(result: LadderResult) -> dict:
     """Write ladder.csv, the figures, ladder.json and report.html into OUT; return the --json summary."""
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # bootstrap replicates can run off
+    # bootstrap replicates can run off (and an interval of replicates that all failed is all-NaN): the
+    # intervals then say so, and the notes say why; numpy's warnings would only add noise to stderr
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
         return _write_report(result)
 
 
@@ -258,6 +262,7 @@ def _write_report(result: LadderResult) -> dict:
                f"95% bootstrap interval ({BOOTSTRAP} replicates).")
     summary = {
         "out": str(out),
+        "store": None if result.store is None else str(result.store),
         "files": files,
         "preset": spec.preset,
         "corpus": spec.corpus,
@@ -287,8 +292,9 @@ def _write_report(result: LadderResult) -> dict:
 
 def _blocks(s: dict, rows: list[dict], images: list) -> list[tuple]:
     cap = "no cap" if s["unique_tokens"] is None else f"U = {format_count(s['unique_tokens'])} unique tokens"
+    store = f" Runs are kept in the run store {s['store']} (OUT/runs/NAME links to each)." if s["store"] else ""
     blocks: list[tuple] = [("p", f"{s['runs']} pretraining runs on {s['corpus']} ({cap}); {s['computed']} trained "
-                                 f"by the last call, {s['reused']} read back; {s['wall_seconds']:.0f} s.")]
+                                 f"by the last call, {s['reused']} read back; {s['wall_seconds']:.0f} s.{store}")]
     head = ["budget C", "runs", "lowest-loss run", "N", "loss", "interior", "parabola N*", "law N*", "law loss"]
     table = []
     for o in s["optima"]:
