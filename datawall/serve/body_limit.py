@@ -1,0 +1,73 @@
+"""An ASGI middleware that refuses request bodies over a byte limit before anything parses them.
+
+A 10 MB prompt used to be read, parsed as JSON, validated and tokenized on the event loop before its length
+was checked, and every other request waited behind it. Here the body is read chunk by chunk (awaiting
+between chunks, so the loop keeps serving) and counted; past the limit it is read on and discarded, without
+being kept, up to `drain_bytes`, so the client that is still uploading gets the 413 instead of a reset
+connection; a body longer than that gets the 413 and the connection is closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class BodyLimit:
+    """Answers `too_large(size)` (HTTP 413; size None when not known) for a body over max_bytes and passes the
+    others on, replayed from memory."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, too_large: Callable[[int | None], Response],
+                 drain_bytes: int = 64 * 2**20):
+        self.app, self.max_bytes, self.too_large = app, max_bytes, too_large
+        self.drain_bytes = max(drain_bytes, max_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.drain_bytes:
+            await self.too_large(declared)(scope, receive, send)  # not worth reading: answer, then close
+            return
+        chunks: list[bytes] = []
+        size, complete = 0, False
+        while not complete and size <= self.drain_bytes:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client went away mid-upload
+            body = message.get("body", b"")
+            size += len(body)
+            if size <= self.max_bytes:
+                chunks.append(body)
+            complete = not message.get("more_body", False)
+        if size > self.max_bytes:
+            await self.too_large(size if complete else declared)(scope, receive, send)
+            return
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _replay(body: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:
+    """A receive that gives the buffered body once, then the client's own messages (its disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
