@@ -153,10 +153,11 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
         return error_response(APIError(e.status_code, message, code="not_found" if e.status_code == 404 else None))
 
     def too_large(size: int | None) -> JSONResponse:
-        got = f"{size:,} bytes" if size is not None else "longer than can be read"
-        return error_response(APIError(413, f"The request body is {got}; this server reads at most "
-                                            f"{max_body_bytes:,} ({limits.max_n} prompts of at most {max_prompt:,} "
-                                            f"tokens; model context {ctx}).", code="request_too_large"))
+        why = f"({limits.max_n} prompts of at most {max_prompt:,} tokens; model context {ctx})"
+        message = (f"The request body is {size:,} bytes; this server reads at most {max_body_bytes:,} bytes {why}."
+                   if size is not None else
+                   f"The request body passed {max_body_bytes:,} bytes, the most this server reads {why}.")
+        return error_response(APIError(413, message, code="request_too_large"))
 
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, too_large=too_large)  # inside the key check below
 

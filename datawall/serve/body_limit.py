@@ -1,10 +1,11 @@
 """An ASGI middleware that refuses request bodies over a byte limit before anything parses them.
 
 A 10 MB prompt used to be read, parsed as JSON, validated and tokenized on the event loop before its length
-was checked, and every other request waited behind it. Here the body is read chunk by chunk (awaiting
-between chunks, so the loop keeps serving) and counted; past the limit it is read on and discarded, without
-being kept, up to `drain_bytes`, so the client that is still uploading gets the 413 instead of a reset
-connection; a body longer than that gets the 413 and the connection is closed.
+was checked, and every other request waited behind it. Here a body whose Content-Length is over the limit
+is answered at once, without reading it; a body without one is counted chunk by chunk as it arrives (the
+loop serves others between chunks) and answered as soon as it passes the limit. uvicorn reads and discards
+the rest of a body that was answered early and keeps the connection, so the client still uploading gets the
+413 rather than a reset connection, and the bytes it sends never reach Python code of ours.
 """
 
 from __future__ import annotations
@@ -19,33 +20,30 @@ class BodyLimit:
     """Answers `too_large(size)` (HTTP 413; size None when not known) for a body over max_bytes and passes the
     others on, replayed from memory."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, too_large: Callable[[int | None], Response],
-                 drain_bytes: int = 64 * 2**20):
+    def __init__(self, app: ASGIApp, max_bytes: int, too_large: Callable[[int | None], Response]):
         self.app, self.max_bytes, self.too_large = app, max_bytes, too_large
-        self.drain_bytes = max(drain_bytes, max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
-        if declared is not None and declared > self.drain_bytes:
-            await self.too_large(declared)(scope, receive, send)  # not worth reading: answer, then close
+        if declared is not None and declared > self.max_bytes:
+            await self.too_large(declared)(scope, receive, send)
             return
         chunks: list[bytes] = []
-        size, complete = 0, False
-        while not complete and size <= self.drain_bytes:
+        size, more = 0, True
+        while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return  # the client went away mid-upload
             body = message.get("body", b"")
             size += len(body)
-            if size <= self.max_bytes:
-                chunks.append(body)
-            complete = not message.get("more_body", False)
-        if size > self.max_bytes:
-            await self.too_large(size if complete else declared)(scope, receive, send)
-            return
+            if size > self.max_bytes:
+                await self.too_large(None)(scope, receive, send)
+                return
+            chunks.append(body)
+            more = message.get("more_body", False)
         await self.app(scope, _replay(b"".join(chunks), receive), send)
 
 
