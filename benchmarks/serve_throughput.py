@@ -9,6 +9,8 @@ the server's request batching buys. Each row also gives the requests' latency (p
 the 32 clients alone, alternating with rounds of the 32 clients while one more client sends a 10 MB prompt
 (again as soon as the last one is answered; --hostile-interval S waits S seconds between them). The small
 requests' p50/p99 with and without it, and their ratio, say what one huge prompt costs everybody else.
+--abandoned 20 adds: 20 clients send n=128 x 200-token requests and give up after 0.3 s, and a 4-token request
+follows 0.2 s later (3 times), against the same request with nothing abandoned.
 Run: .venv/bin/python benchmarks/serve_throughput.py [--preset 1m] [--requests 64] [--clients 32] [--threads 2]
      .venv/bin/python benchmarks/serve_throughput.py --preset 100k --hostile-mb 10 [--rounds 3] [--round-requests 256]
 """
@@ -94,6 +96,34 @@ def hostile(url: str, megabytes: float, interval: float, stop: threading.Event, 
             stop.wait(interval)
 
 
+def abandoned(url: str, clients: int, repeats: int = 3) -> tuple[list[float], list[float]]:
+    """Seconds a 4-token request takes alone (5 times), and 0.2 s after `clients` clients gave up on n=128 x
+    200-token requests (repeats times)."""
+    def small() -> float:
+        t0 = time.perf_counter()
+        httpx.post(url, json={"model": "bench", "prompt": "12+34=", "max_tokens": 4}, timeout=600).raise_for_status()
+        return time.perf_counter() - t0
+
+    def give_up() -> None:
+        try:
+            httpx.post(url, json={"model": "bench", "prompt": "1+1=", "n": 128, "max_tokens": 200}, timeout=0.3)
+        except httpx.TimeoutException:
+            pass
+
+    alone = [small() for _ in range(5)]
+    after = []
+    for _ in range(repeats):
+        threads = [threading.Thread(target=give_up) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(0.2)
+        after.append(small())
+        time.sleep(1.0)
+    return alone, after
+
+
 def percentiles(latencies: list[float]) -> tuple[float, float]:
     return float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
 
@@ -109,6 +139,8 @@ def main() -> None:
     ap.add_argument("--hostile-interval", type=float, default=0.0, help="seconds between hostile prompts")
     ap.add_argument("--rounds", type=int, default=3, help="hostile comparison: rounds of each condition")
     ap.add_argument("--round-requests", type=int, default=256, help="hostile comparison: requests per round")
+    ap.add_argument("--abandoned", type=int, default=0, help="also time a request after this many clients gave "
+                    "up on n=128 x 200-token requests")
     args = ap.parse_args()
 
     tok = Tokenizer.for_chars(ALPHABET)
@@ -148,6 +180,9 @@ def main() -> None:
                         sender.join()
                     conditions[condition] += lat
                     seconds_in[condition] += seconds
+            if args.abandoned:
+                alone, after = abandoned(f"http://127.0.0.1:{port}/v1/completions", args.abandoned)
+                gone = httpx.get(f"http://127.0.0.1:{port}/v1/stats").json().get("rows_cancelled_running")
         finally:
             proc.terminate()
             try:
@@ -168,6 +203,10 @@ def main() -> None:
               f"{len(lat) / seconds:>7.1f} {p50:>6.3f} {p99:>6.3f}")
     (_, t1, s1, _, _), (_, tn, sn, _, _) = rows
     print(f"throughput ratio ({args.clients} clients / 1 client): {(tn / sn) / (t1 / s1):.2f}x")
+    if args.abandoned:
+        print(f"\n4-token request alone: {' '.join(f'{x:.3f}' for x in alone)} s; 0.2 s after {args.abandoned} "
+              f"clients gave up on n=128 x 200-token requests: {' '.join(f'{x:.3f}' for x in after)} s "
+              f"(rows the server dropped mid-batch: {gone})")
     if not args.hostile_mb:
         return
     how = "back to back" if args.hostile_interval == 0 else f"every {args.hostile_interval:g} s"
