@@ -1,13 +1,18 @@
-"""The KV-cache sampler: batching, shared prefill, seeds, filtering, stop strings, logprobs."""
+"""The KV-cache sampler: batching, shared prefill, seeds, filtering, stop strings, logprobs, tiny and non-finite
+sampling parameters (also through `datawall sample`), cancelled rows."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from datawall.cli import app
 from datawall.data.tokenizer import Tokenizer
 from datawall.errors import DatawallError
-from datawall.model import Transformer, generate, model_config
+from datawall.model import Transformer, generate, model_config, save_checkpoint
 
 TOK = Tokenizer.for_chars("abcdefghij0123456789 +-=#\n")
 PROMPTS = ["12+34=", "a", "chief", "9-8=1#\nabc", "a"]
@@ -144,3 +149,81 @@ def test_logprobs_match_full_recomputation(model):
             assert all(lp <= 0 for lp in s.logprobs)
             assert s.logprobs == pytest.approx(ref, abs=1e-4)
     assert generate(model, TOK, ["a"], max_new_tokens=3, return_logprobs=False)[0][0].logprobs is None
+
+
+@pytest.mark.parametrize("temperature", [5e-324, 1e-300, 1e-30, 9.9e-6])
+def test_tiny_temperatures_are_greedy(model, temperature):
+    greedy = generate(model, TOK, PROMPTS, n=2, max_new_tokens=12, temperature=0.0, ignore_eos=True)
+    tiny = generate(model, TOK, PROMPTS, n=2, max_new_tokens=12, temperature=temperature, seed=3, ignore_eos=True)
+    assert texts(tiny) == texts(greedy)
+
+
+@pytest.mark.parametrize("top_p", [5e-324, 1e-300, 1e-46, 1e-9])
+def test_tiny_top_p_is_top_1_even_where_float32_rounds_it_to_zero(model, top_p):
+    greedy = generate(model, TOK, PROMPTS, max_new_tokens=12, temperature=0.0, ignore_eos=True)
+    tiny = generate(model, TOK, PROMPTS, max_new_tokens=12, temperature=1.5, top_p=top_p, seed=1, ignore_eos=True)
+    assert texts(tiny) == texts(greedy)
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=float("nan")), dict(temperature=float("inf")),
+                                 dict(temperature=float("-inf")), dict(top_p=float("nan")),
+                                 dict(top_p=float("inf")), dict(temperature=-1e-300)])
+def test_non_finite_sampling_parameters_are_refused(model, bad):
+    with pytest.raises(DatawallError, match="temperature must be a finite number|top_p must be in"):
+        generate(model, TOK, ["a"], **bad)
+
+
+def test_cancelled_rows_leave_the_batch_at_once(model):
+    kw = dict(n=4, max_new_tokens=12, temperature=1.0, seed=5, ignore_eos=True)
+    full = generate(model, TOK, ["12+34=", "abc"], **kw)
+    widths = []
+    handle = model.register_forward_pre_hook(lambda m, args: widths.append(args[0].shape[0]))
+    steps = iter(range(100))
+
+    def cancelled():  # rows 1 and 6 (prompt 0 sample 1, prompt 1 sample 2) are abandoned after step 3
+        return [1, 6] if next(steps) == 3 else []
+
+    try:
+        outs = generate(model, TOK, ["12+34=", "abc"], cancelled=cancelled, **kw)
+    finally:
+        handle.remove()
+    gone = [outs[0][1], outs[1][2]]
+    assert all(s.finish_reason == "cancelled" and s.completion_tokens == 4 for s in gone)
+    assert [s.token_ids for s in gone] == [full[0][1].token_ids[:4], full[1][2].token_ids[:4]]
+    others = [(i, j) for i in range(2) for j in range(4) if (i, j) not in ((0, 1), (1, 2))]
+    assert [outs[i][j].text for i, j in others] == [full[i][j].text for i, j in others]  # the rest unchanged
+    assert widths[:4] == [2, 8, 8, 8] and set(widths[4:]) == {6}  # prefill, 3 decode steps of 8 rows, then 6
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model, tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp("sampler") / "sharp", model, TOK)
+
+
+def cli_sample(checkpoint, *args: str):
+    return CliRunner().invoke(app, ["sample", "--model", str(checkpoint), "--prompt", "12+34=", "--max-tokens", "10",
+                                    "--json", *args])
+
+
+def test_cli_sample_tiny_temperature_is_greedy(checkpoint):
+    def samples(*args):
+        result = cli_sample(checkpoint, *args)
+        assert result.exit_code == 0, result.output
+        return [s["text"] for s in json.loads(result.stdout)["samples"]]
+
+    greedy = samples("--temperature", "0")
+    assert samples("--temperature", "1e-300", "--n", "3", "--seed", "4") == greedy * 3
+    assert samples("--top-p", "5e-324", "--n", "3", "--seed", "4") == greedy * 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--temperature", "nan"), "--temperature must be a finite number >= 0"),
+    (("--temperature", "inf"), "--temperature must be a finite number >= 0"),
+    (("--temperature", "-1e-9"), "--temperature must be a finite number >= 0"),
+    (("--top-p", "nan"), "--top-p must be in (0, 1]"),
+    (("--top-p", "0"), "--top-p must be in (0, 1]"),
+    (("--top-k", "0"), "--top-k must be >= 1"),
+])
+def test_cli_sample_refuses_bad_sampling_values_in_one_line(checkpoint, args, message):
+    result = cli_sample(checkpoint, *args)
+    assert isinstance(result.exception, DatawallError) and message in str(result.exception)

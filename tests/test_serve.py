@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 import httpx
 import openai
@@ -52,19 +55,36 @@ def model_dir(tmp_path_factory):
     return save_checkpoint(tmp_path_factory.mktemp("serve") / "tiny", model, TOK)
 
 
-@pytest.fixture(scope="module")
-def server(model_dir):
-    """A uvicorn server in a background thread; yields (port, app)."""
-    limits = Limits(max_n=8, max_tokens=48, max_prompt_tokens=40, batch_window_s=0.02)
-    app = create_app(model_dir, api_key=KEY, limits=limits)
+@contextmanager
+def running(app):
+    """A uvicorn server for app in a background thread; yields its port."""
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    wait_until_up(port)
-    yield port, app
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        wait_until_up(port)
+        yield port
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    """A server that needs the API key; yields (port, app)."""
+    limits = Limits(max_n=8, max_tokens=48, max_prompt_tokens=40, batch_window_s=0.02)
+    app = create_app(model_dir, api_key=KEY, limits=limits)
+    with running(app) as port:
+        yield port, app
+
+
+@pytest.fixture(scope="module")
+def open_server(model_dir):
+    """A server without a key whose batcher waits 1 s for requests to join a batch; yields (port, app)."""
+    app = create_app(model_dir, limits=Limits(max_n=8, max_tokens=48, batch_window_s=1.0))
+    with running(app) as port:
+        yield port, app
 
 
 @pytest.fixture
@@ -72,8 +92,12 @@ def client(server):
     return OpenAI(base_url=f"http://127.0.0.1:{server[0]}/v1", api_key=KEY, max_retries=0, timeout=60)
 
 
+AUTH = {"Authorization": f"Bearer {KEY}"}
+JSON = {"Content-Type": "application/json"}
+
+
 def stats(port: int) -> dict:
-    return httpx.get(f"http://127.0.0.1:{port}/v1/stats", headers={"Authorization": f"Bearer {KEY}"}).json()
+    return httpx.get(f"http://127.0.0.1:{port}/v1/stats", headers=AUTH).json()
 
 
 def test_models(client):
@@ -240,15 +264,7 @@ def test_plan_groups_compatible_jobs():
     assert [[where[id(j)] for j in m] for _, m in plan(jobs[:3], max_rows=4)] == [[0, 1], [2]]
 
 
-def _cli_has_serve() -> bool:
-    from datawall.cli import app
-
-    return any(c.name == "serve" for c in app.registered_commands)
-
-
 def test_cli_serve_end_to_end(model_dir, tmp_path):
-    if not _cli_has_serve():
-        pytest.skip("`serve` is not registered in datawall/cli.py yet")
     cli = [sys.executable, "-m", "datawall.cli", "serve"]
     env = os.environ | {"DW_SERVE_TEST_KEY": KEY}
     r = subprocess.run([*cli, str(model_dir), "--api-key-env", "DW_SERVE_UNSET_VAR"], capture_output=True,
@@ -273,3 +289,184 @@ def test_cli_serve_end_to_end(model_dir, tmp_path):
     output = log.read()
     assert "serving model 'arith-tiny' at http://127.0.0.1:" in output
     assert KEY not in output
+
+
+@pytest.mark.parametrize("kw", [{"temperature": 1e-300}, {"temperature": 5e-324}, {"temperature": 9e-6},
+                                {"temperature": 1.0, "top_p": 1e-300}, {"temperature": 1.5, "top_p": 5e-324}])
+def test_tiny_temperatures_and_top_p_are_greedy(client, kw):
+    greedy = client.completions.create(model="tiny", prompt="12+34=", max_tokens=12, temperature=0).choices[0].text
+    tiny = client.completions.create(model="tiny", prompt="12+34=", n=3, max_tokens=12, seed=2, **kw)
+    assert [c.text for c in tiny.choices] == [greedy] * 3
+
+
+@pytest.mark.parametrize("field, value", [("temperature", "NaN"), ("temperature", "Infinity"),
+                                          ("temperature", "1e999"), ("top_p", "NaN"), ("top_p", "-Infinity")])
+def test_non_finite_sampling_values_are_refused(server, field, value):
+    body = f'{{"model": "tiny", "prompt": "1+1=", "max_tokens": 2, "{field}": {value}}}'.encode()
+    r = httpx.post(f"http://127.0.0.1:{server[0]}/v1/completions", content=body, headers=AUTH | JSON)
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["param"] == field and "finite number" in err["message"]
+
+
+@pytest.mark.parametrize("path, other", [("/v1/completions", "prompt"), ("/v1/chat/completions", "messages")])
+def test_an_empty_body_names_the_missing_parameter(server, path, other):
+    for headers in ({}, JSON):
+        r = httpx.post(f"http://127.0.0.1:{server[0]}{path}", content=b"", headers=AUTH | headers)
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["param"] == "model" and err["code"] == "missing_required_parameter"
+        assert err["message"].startswith("Missing required parameter: 'model'") and f"'{other}'" in err["message"]
+
+
+def test_huge_prompts_are_refused_by_size_before_tokenizing(client, server, monkeypatch):
+    port, app = server
+    tok = app.state.batcher.tokenizer
+    encoded: list[str] = []
+    real = tok.encode
+    monkeypatch.setattr(tok, "encode", lambda text: encoded.append(text) or real(text))
+    limit = app.state.max_body_bytes
+    assert app.state.max_prompt_bytes == 40 * 5 * 4  # 40 tokens of the longest entry ('<eos>') with 4x slack
+    with pytest.raises(openai.APIStatusError, match=r"10,000,0\d\d bytes; this server reads at most") as e:
+        client.completions.create(model="tiny", prompt="1" * 10_000_000, max_tokens=2)
+    assert e.value.status_code == 413 and f"{limit:,}" in str(e.value)
+
+    def chunks():  # no Content-Length: the body is counted as it arrives
+        yield b'{"model": "tiny", "prompt": "'
+        yield from (b"1" * 2**20 for _ in range(3))
+        yield b'"}'
+
+    r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", content=chunks(), headers=AUTH | JSON)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    with pytest.raises(openai.BadRequestError, match="prompt is 2,000 bytes; this server accepts at most 800 bytes"):
+        client.completions.create(model="tiny", prompt="1" * 2000, max_tokens=2)
+    with pytest.raises(openai.BadRequestError, match=r"prompt\[1\] is 801 bytes"):
+        client.completions.create(model="tiny", prompt=["1+1=", "1" * 801], max_tokens=2)
+    with pytest.raises(openai.BadRequestError, match="messages is 1,000 bytes"):
+        client.chat.completions.create(model="tiny", max_tokens=2, messages=[{"role": "user", "content": "1" * 500},
+                                                                             {"role": "user", "content": "2" * 500}])
+    r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", content=b'{"model": "tiny", "prompt": "1\\ud800"}',
+                   headers=AUTH | JSON)  # JSON can escape a lone surrogate, which no tokenizer accepts
+    assert r.status_code == 400 and "not valid Unicode (lone surrogate '\\ud800'" in r.json()["error"]["message"]
+    assert encoded == []  # none of them reached the tokenizer
+    assert client.completions.create(model="tiny", prompt="1+1=", max_tokens=2).choices[0].text is not None
+    assert encoded == ["1+1="]
+
+
+def test_tokenizing_runs_off_the_event_loop(client, server, monkeypatch):
+    port, app = server
+    tok = app.state.batcher.tokenizer
+    entered, release = threading.Event(), threading.Event()
+    real = tok.encode
+
+    def slow(text: str) -> list[int]:
+        if text == "9+9=":  # stands for a prompt that takes long to tokenize
+            entered.set()
+            release.wait(60)
+        return real(text)
+
+    monkeypatch.setattr(tok, "encode", slow)
+    done: dict = {}
+    thread = threading.Thread(target=lambda: done.update(r=client.completions.create(model="tiny", prompt="9+9=",
+                                                                                     max_tokens=2)))
+    thread.start()
+    try:
+        assert entered.wait(60)
+        # the event loop still answers while that prompt is being tokenized: health, and a whole completion
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).status_code == 200
+        assert client.completions.create(model="tiny", prompt="1+1=", max_tokens=2).choices[0].text is not None
+        assert not done
+    finally:
+        release.set()
+        thread.join(60)
+    assert done["r"].choices[0].finish_reason in ("stop", "length")
+
+
+def raw_post(port: int, body: dict) -> socket.socket:
+    """Send a completions request on a socket of our own (so the test decides when the client goes away)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    data = json.dumps(body).encode()
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+    return sock
+
+
+def wait_for(condition, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_a_client_that_disconnects_is_cancelled_and_its_rows_leave_the_batch(open_server):
+    port, app = open_server
+    url = f"http://127.0.0.1:{port}/v1"
+    kept_body = {"model": "tiny", "prompt": "3+4=", "seed": 9, "max_tokens": 30}
+    alone = httpx.post(f"{url}/completions", json=kept_body, timeout=60).json()["choices"][0]["text"]
+    started, resume, widths = threading.Event(), threading.Event(), []
+
+    def hold(module, args):  # after the prefill and one decode step, hold the batch until the client has gone
+        widths.append(args[0].shape[0])
+        if len(widths) == 3:
+            started.set()
+            resume.wait(60)
+
+    before = httpx.get(f"{url}/stats").json()
+    handle = app.state.batcher.model.register_forward_pre_hook(hold)
+    kept: dict = {}
+    try:
+        abandoned = raw_post(port, {"model": "tiny", "prompt": "1+1=", "n": 8, "seed": 9, "max_tokens": 30})
+        thread = threading.Thread(target=lambda: kept.update(
+            r=httpx.post(f"{url}/completions", json=kept_body, timeout=120).json()))
+        thread.start()
+        assert started.wait(60)
+        abandoned.close()
+        wait_for(lambda: httpx.get(f"{url}/stats").json()["cancelled"] > before["cancelled"])
+    finally:
+        resume.set()
+        handle.remove()
+    thread.join(120)
+    after = httpx.get(f"{url}/stats").json()
+    assert after["generate_calls"] - before["generate_calls"] == 1  # both requests ran in one call
+    assert after["rows_cancelled_running"] - before["rows_cancelled_running"] == 8
+    assert widths[:3] == [2, 9, 9] and set(widths[3:]) <= {1}  # 2 prompts prefilled, 9 rows, then the kept one
+    assert kept["r"]["choices"][0]["text"] == alone  # the other request is unaffected
+
+
+def test_a_request_cancelled_while_queued_never_runs(open_server):
+    port, app = open_server
+    url = f"http://127.0.0.1:{port}/v1"
+    started, resume = threading.Event(), threading.Event()
+
+    def hold(module, args):
+        started.set()
+        resume.wait(60)
+
+    before = httpx.get(f"{url}/stats").json()
+    handle = app.state.batcher.model.register_forward_pre_hook(hold)
+    try:
+        first = raw_post(port, {"model": "tiny", "prompt": "1+1=", "max_tokens": 4})
+        assert started.wait(60)  # the worker is inside the first call; the next request waits in the queue
+        queued = raw_post(port, {"model": "tiny", "prompt": "2+2=", "n": 8, "max_tokens": 4})
+        wait_for(lambda: httpx.get(f"{url}/stats").json()["pending"] == 1)
+        queued.close()
+        wait_for(lambda: httpx.get(f"{url}/stats").json()["cancelled"] > before["cancelled"])
+    finally:
+        handle.remove()
+        resume.set()
+    assert first.recv(65536).startswith(b"HTTP/1.1 200")
+    first.close()
+    after = httpx.get(f"{url}/stats").json()
+    assert after["rows"] - before["rows"] == 1 and after["generate_calls"] - before["generate_calls"] == 1
+
+
+def test_docs_are_self_contained_and_need_the_key_when_one_is_set(server, open_server):
+    url = f"http://127.0.0.1:{server[0]}"
+    for path in ("/docs", "/v1/openapi.json", "/openapi.json", "/redoc"):
+        assert httpx.get(url + path).status_code == 401, path
+    page = httpx.get(url + "/docs", headers=AUTH)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "POST /v1/chat/completions" in page.text and "temperature" in page.text and "top_p" in page.text
+    assert not re.search(r"<script|<link|src=|href=|@import|url\(|https?://", page.text)  # nothing fetched
+    assert "/v1/completions" in httpx.get(url + "/v1/openapi.json", headers=AUTH).json()["paths"]
+    for path in ("/openapi.json", "/redoc"):  # FastAPI's CDN-based pages are gone
+        assert httpx.get(url + path, headers=AUTH).status_code == 404
+    assert httpx.get(f"http://127.0.0.1:{open_server[0]}/docs").status_code == 200  # no key: no key needed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -122,9 +123,10 @@ def sample(
     model: Annotated[Path, typer.Option(help="Checkpoint directory (or a run directory).")],
     prompt: Annotated[str, typer.Option(help="Prompt text.")],
     n: Annotated[int, typer.Option(help="Samples of the prompt (one shared prefill).")] = 1,
-    temperature: Annotated[float, typer.Option(help="0 for greedy.")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="0 for greedy (so is anything below 1e-5).")] = 1.0,
     top_k: Annotated[int | None, typer.Option(help="Keep the k most likely tokens.")] = None,
-    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass in (0, 1]; a tiny one keeps the "
+                                                "most likely token only.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Max new tokens per sample.")] = 128,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible samples.")] = None,
@@ -135,10 +137,14 @@ def sample(
     from datawall.model import checkpoint_dir, load_checkpoint
     from datawall.model.sampler import generate
 
-    if n <= 0 or max_tokens <= 0 or temperature < 0:
-        raise DatawallError("--n and --max-tokens must be positive and --temperature >= 0")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise DatawallError("--top-p must be in (0, 1]")
+    if n <= 0 or max_tokens <= 0:
+        raise DatawallError(f"--n and --max-tokens must be positive, got {n} and {max_tokens}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise DatawallError(f"--temperature must be a finite number >= 0 (0 is greedy), got {temperature}")
+    if top_p is not None and not (math.isfinite(top_p) and 0 < top_p <= 1):
+        raise DatawallError(f"--top-p must be in (0, 1], got {top_p}")
+    if top_k is not None and top_k < 1:
+        raise DatawallError(f"--top-k must be >= 1, got {top_k}")
     ckpt = load_checkpoint(checkpoint_dir(model))
     outs = generate(ckpt.model.to(device), ckpt.tokenizer, [prompt], n=n, max_new_tokens=max_tokens,
                     temperature=temperature, top_k=top_k, top_p=top_p, stop=stop, seed=seed, device=device)[0]

@@ -37,6 +37,10 @@ def serve(
     max_n: Annotated[int, typer.Option(help="Most samples per request (n x prompts).")] = 128,
     max_tokens: Annotated[int, typer.Option(help="Most new tokens per sample.")] = 1024,
     max_prompt_tokens: Annotated[int | None, typer.Option(help="Most prompt tokens (default: the context).")] = None,
+    max_prompt_bytes: Annotated[int | None, typer.Option(help="Most UTF-8 bytes of a text prompt, refused before "
+                                                         "tokenizing (default: 4x the longest vocabulary entry per "
+                                                         "prompt token); request bodies may be 2 x max-n times "
+                                                         "that, plus 1 MiB.")] = None,
     model_name: Annotated[str | None, typer.Option(help="Model id clients send (default: the directory name).")
                           ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
@@ -48,7 +52,8 @@ def serve(
     from datawall.model import checkpoint_dir
     from datawall.serve import Limits, create_app
 
-    for flag, value in (("--max-n", max_n), ("--max-tokens", max_tokens), ("--max-prompt-tokens", max_prompt_tokens)):
+    for flag, value in (("--max-n", max_n), ("--max-tokens", max_tokens), ("--max-prompt-tokens", max_prompt_tokens),
+                        ("--max-prompt-bytes", max_prompt_bytes)):
         if value is not None and value < 1:
             raise DatawallError(f"{flag} must be >= 1, got {value}")
     if not 0 <= port <= 65535:
@@ -61,7 +66,8 @@ def serve(
     from datawall.model.device import require_device
 
     require_device(device)
-    limits = Limits(max_n=max_n, max_tokens=max_tokens, max_prompt_tokens=max_prompt_tokens)
+    limits = Limits(max_n=max_n, max_tokens=max_tokens, max_prompt_tokens=max_prompt_tokens,
+                    max_prompt_bytes=max_prompt_bytes)
     app = create_app(checkpoint_dir(model_dir), api_key=api_key, limits=limits, model_name=model_name,
                      device=device)
     sock = _listen(host, port)

@@ -12,7 +12,9 @@ Reported logprobs are log-probabilities of the chosen tokens under the model's *
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,11 +33,29 @@ class Sample:
     token_ids: list[int]
     logprobs: list[float] | None
     finish_reason: str  # "stop" (eos or a stop string) | "length" (max_new_tokens or the context limit)
+    #                     | "cancelled" (the caller's `cancelled` callback dropped the row)
     prompt_tokens: int
     completion_tokens: int
 
 
+# Temperatures below this are greedy (vLLM's _SAMPLING_EPS): dividing float32 logits by 1e-300 overflows to
+# inf and the softmax to NaN, and well before that the tempered distribution is one-hot anyway.
+GREEDY_TEMPERATURE = 1e-5
+
 _U64 = np.uint64
+
+
+def is_greedy(temperature: float) -> bool:
+    """Whether a temperature means greedy decoding (0, or below GREEDY_TEMPERATURE)."""
+    return temperature < GREEDY_TEMPERATURE
+
+
+def check_sampling(temperature: float, top_p: float | None, where: str = "generate") -> None:
+    """DatawallError unless temperature is finite and >= 0 and top_p (if given) is in (0, 1]."""
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise DatawallError(f"{where}: temperature must be a finite number >= 0, got {temperature}")
+    if top_p is not None and not (math.isfinite(top_p) and 0 < top_p <= 1):
+        raise DatawallError(f"{where}: top_p must be in (0, 1], got {top_p}")
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -71,8 +91,8 @@ def _uniforms(keys: np.ndarray, first_step: int, steps: int) -> np.ndarray:
 def _pick(
     logits: torch.Tensor, u: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None
 ) -> torch.Tensor:
-    """Token per row from logits [B, V]: argmax at temperature 0, else inverse-CDF sampling at uniforms u [B]."""
-    if temperature == 0:
+    """Token per row from logits [B, V]: argmax when greedy, else inverse-CDF sampling at uniforms u [B]."""
+    if is_greedy(temperature):
         return logits.argmax(-1)
     scaled = logits if temperature == 1 else logits / temperature
     if top_k is not None and top_k < scaled.shape[-1]:
@@ -82,8 +102,11 @@ def _pick(
     order = None
     if top_p is not None and top_p < 1.0:
         probs, order = probs.sort(dim=-1, descending=True, stable=True)
-        # keep the smallest prefix whose mass reaches top_p (the most likely token always survives)
-        probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)
+        # keep the smallest prefix whose mass reaches top_p; the most likely token always survives, also when
+        # top_p rounds to 0 in float32 (1e-300), so any top_p below its probability is top-1
+        drop = probs.cumsum(-1) - probs >= top_p
+        drop[:, 0] = False
+        probs = probs.masked_fill(drop, 0.0)
     cdf = probs.double().cumsum(-1)
     # right=True never lands on a zero-probability token: its cdf equals its predecessor's
     idx = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True).clamp_(max=cdf.shape[-1] - 1)
@@ -106,12 +129,9 @@ def _check_args(n: int, max_new_tokens: int, temperature: float, top_k: int | No
         raise DatawallError(f"generate: n must be >= 1, got {n}")
     if max_new_tokens < 0:
         raise DatawallError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
-        raise DatawallError(f"generate: temperature must be >= 0, got {temperature}")
+    check_sampling(temperature, top_p)
     if top_k is not None and top_k < 1:
         raise DatawallError(f"generate: top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise DatawallError(f"generate: top_p must be in (0, 1], got {top_p}")
 
 
 @torch.inference_mode()
@@ -129,11 +149,14 @@ def generate(
     device: torch.device | str | None = None,
     return_logprobs: bool = True,
     ignore_eos: bool = False,
+    cancelled: Callable[[], Iterable[int]] | None = None,
 ) -> list[list[Sample]]:
     """n samples per prompt (bos prepended), each distinct prompt prefilled once; one list of Samples per prompt.
 
-    temperature 0 is greedy; top_k/top_p filter before sampling; generation stops at eos (unless ignore_eos),
-    at any stop string (text cut before it) or after max_new_tokens or at the model's context limit.
+    temperature 0 (or below GREEDY_TEMPERATURE) is greedy; top_k/top_p filter before sampling; generation stops
+    at eos (unless ignore_eos), at any stop string (text cut before it) or after max_new_tokens or at the model's
+    context limit. cancelled: polled once per step, returns rows (prompt i, sample j -> i * n + j) to stop now;
+    they leave the batch at once and end with finish_reason "cancelled" (a server drops abandoned requests so).
     device: run there (the model is moved if it lives on another device type); default the model's device.
     """
     _check_args(n, max_new_tokens, temperature, top_k, top_p)
@@ -209,10 +232,18 @@ def generate(
             lp = torch.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1)
             lp_buf[:, step].index_copy_(0, alive_t, lp)
         n_done = _finish(tokenizer, step, tokens, alive, kept, by_limit, reason, texts, ids_out, stop, ignore_eos)
+        dropped = 0
+        if cancelled is not None:
+            for row in cancelled():
+                if 0 <= row < rows and row not in kept:
+                    kept[row], reason[row] = step + 1, "cancelled"
+                    dropped += 1
+            n_done += dropped
         if n_done == len(alive):
             break
-        if n_done * 4 >= len(alive):
-            # drop finished rows once they are a quarter of the batch (the cache copy costs about one step)
+        if n_done * 4 >= len(alive) or dropped:
+            # drop finished rows once they are a quarter of the batch (the cache copy costs about one step), and
+            # cancelled ones at once: the caller no longer wants them
             keep = [b for b, row in enumerate(alive) if row not in kept]
             alive = [alive[b] for b in keep]
             keep_t = torch.tensor(keep, device=dev)

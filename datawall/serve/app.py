@@ -1,12 +1,16 @@
 """The FastAPI app: OpenAI's /v1/models, /v1/completions and /v1/chat/completions over a datawall checkpoint.
 
 Every request is validated before it is queued, so the batcher only sees jobs that can run; every mistake is
-answered with OpenAI's error shape `{"error": {"message", "type", "param", "code"}}` and HTTP 400/401/404,
-and the server keeps serving.
+answered with OpenAI's error shape `{"error": {"message", "type", "param", "code"}}` and HTTP 400/401/404/413,
+and the server keeps serving. Hostile input is cheap to refuse: a body over a byte limit derived from the
+model's context is refused before it is parsed (`body_limit.py`), a prompt over its byte bound before it is
+tokenized, and tokenizing runs on a worker thread, so one huge request never stalls the event loop. A request
+whose client disconnects is cancelled, its rows dropped from the running batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -18,14 +22,17 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import datawall
 from datawall.errors import DatawallError
 from datawall.model import load_checkpoint
 from datawall.serve.batcher import Batcher, Choice, SamplingParams
+from datawall.serve.body_limit import BodyLimit
 from datawall.serve.chat import ChatTemplateError, render
+from datawall.serve.docs import docs_page
 from datawall.serve.schemas import (
     MAX_STOP,
     AssistantMessage,
@@ -56,6 +63,7 @@ class Limits:
     max_n: int = 128  # samples per request (n x number of prompts)
     max_tokens: int = 1024  # new tokens per sample (the model's context caps it too)
     max_prompt_tokens: int | None = None  # tokens per prompt, bos included; None: the context minus one
+    max_prompt_bytes: int | None = None  # UTF-8 bytes per text prompt, checked before tokenizing; None: derived
     max_pending: int = 1024  # queued requests before new ones get HTTP 429
     max_batch_rows: int = 256  # sequences per generate() call
     batch_window_s: float = 0.002  # how long the worker waits for more requests to join a batch
@@ -76,6 +84,23 @@ def error_response(e: APIError) -> JSONResponse:
     return JSONResponse(body, status_code=e.status)
 
 
+BYTES_PER_TOKEN_SLACK = 4  # a prompt may be this many times the bytes of its tokens' longest spelling
+BODY_OVERHEAD_BYTES = 2**20  # JSON around the prompts: keys, messages, token-id lists
+
+
+def prompt_bytes_bound(tok, max_prompt_tokens: int) -> int:
+    """A generous UTF-8 size of any prompt that fits in max_prompt_tokens: that many tokens of the vocabulary's
+    longest entry (byte-level entries spell one byte with up to two), times BYTES_PER_TOKEN_SLACK (normalizers)."""
+    longest = max(len(t.encode("utf-8", "surrogatepass")) for t in tok.hf.get_vocab(with_added_tokens=True))
+    return max_prompt_tokens * max(longest, 1) * BYTES_PER_TOKEN_SLACK
+
+
+def body_bytes_bound(max_prompt_bytes: int, max_n: int) -> int:
+    """The largest request body worth parsing: max_n prompts of max_prompt_bytes each, JSON-escaped (a control
+    character takes 6 bytes, but the prompt bound already has 4x slack), plus the rest of the JSON."""
+    return 2 * max_n * max_prompt_bytes + BODY_OVERHEAD_BYTES
+
+
 def default_model_name(model_dir: Path) -> str:
     """The served model's id: the checkpoint directory's name (its run directory's for `RUN/checkpoint`)."""
     path = model_dir.resolve()
@@ -90,6 +115,8 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
     model, tok, ctx = ckpt.model.to(device).eval(), ckpt.tokenizer, ckpt.config.max_seq_len
     name = model_name or default_model_name(model_dir)
     max_prompt = min(limits.max_prompt_tokens or ctx - 1, ctx - 1)
+    max_prompt_bytes = limits.max_prompt_bytes or prompt_bytes_bound(tok, max_prompt)
+    max_body_bytes = body_bytes_bound(max_prompt_bytes, limits.max_n)
     batcher = Batcher(model, tok, limits.max_batch_rows, limits.batch_window_s)
     created = int(time.time())
     fingerprint = f"datawall-{datawall.__version__}"
@@ -100,8 +127,12 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
         yield
         await batcher.stop()
 
-    app = FastAPI(title="datawall serve", version=datawall.__version__, lifespan=lifespan)
+    # FastAPI's own /docs and /redoc load their scripts from a public CDN (a blank page offline); /docs here is
+    # a page rendered on the server, and it and the OpenAPI JSON need the key like /v1 does
+    app = FastAPI(title="datawall serve", version=datawall.__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url="/v1/openapi.json")
     app.state.batcher, app.state.model_name, app.state.limits = batcher, name, limits
+    app.state.max_prompt_bytes, app.state.max_body_bytes = max_prompt_bytes, max_body_bytes
 
     # --- errors ------------------------------------------------------------------------------------
 
@@ -111,7 +142,7 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(e))
+        return error_response(validation_error(e, BODIES.get(request.url.path)))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
@@ -121,9 +152,18 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
             message = str(e.detail)
         return error_response(APIError(e.status_code, message, code="not_found" if e.status_code == 404 else None))
 
+    def too_large(size: int | None) -> JSONResponse:
+        why = f"({limits.max_n} prompts of at most {max_prompt:,} tokens; model context {ctx})"
+        message = (f"The request body is {size:,} bytes; this server reads at most {max_body_bytes:,} bytes {why}."
+                   if size is not None else
+                   f"The request body passed {max_body_bytes:,} bytes, the most this server reads {why}.")
+        return error_response(APIError(413, message, code="request_too_large"))
+
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, too_large=too_large)  # inside the key check below
+
     @app.middleware("http")
     async def _auth_and_crashes(request: Request, call_next):
-        if api_key is not None and request.url.path.startswith("/v1"):
+        if api_key is not None and request.url.path != "/health":
             given = request.headers.get("authorization", "")
             scheme, _, token = given.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
@@ -162,7 +202,21 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
             raise APIError(400, f"stop: at most {MAX_STOP} stop strings, got {len(req.stop_list())}.",
                            param="stop", code="invalid_value")
 
+    def check_size(text: str, param: str) -> None:
+        """Refuse a text prompt by its UTF-8 length (cheap) before anything tokenizes it."""
+        try:  # the body limit bounds the text, so encoding it to count is cheap (a millisecond for a megabyte)
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError as e:  # JSON can carry lone surrogates ("\ud800"); tokenizers raise TypeError
+            raise APIError(400, f"{param}: not valid Unicode (lone surrogate {text[e.start]!r} at character "
+                                f"{e.start}).", param=param, code="invalid_value") from None
+        if size > max_prompt_bytes:
+            raise APIError(400, f"{param} is {size:,} bytes; this server accepts at most {max_prompt_bytes:,} "
+                                f"bytes for a prompt of at most {max_prompt} tokens (checked before tokenizing).",
+                           param=param, code="context_length_exceeded")
+
     def encode(text: str, param: str) -> list[int]:
+        """Token ids of a text prompt, bos first; refused by its byte length before it is tokenized."""
+        check_size(text, param)
         try:
             ids = tok.encode(text)
         except DatawallError as e:
@@ -196,7 +250,22 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
                            code="context_length_exceeded")
         return requested
 
-    async def run(req: SamplingRequest, prompts: list[list[int]], max_tokens: int, top: int) -> list[Choice]:
+    def completion_prompts(raw: str | list[str] | list[int] | list[list[int]]) -> list[list[int]]:
+        """Token ids (bos first) of each prompt of a completions request (run on a worker thread)."""
+        if isinstance(raw, str):
+            return [encode(raw, "prompt")]
+        if raw and all(isinstance(x, int) for x in raw):
+            return [with_bos(list(raw), "prompt")]
+        if raw:
+            for i, x in enumerate(raw):  # every prompt's size first, so no big list is tokenized in vain
+                if isinstance(x, str):
+                    check_size(x, f"prompt[{i}]")
+            return [encode(x, f"prompt[{i}]") if isinstance(x, str) else with_bos(x, f"prompt[{i}]")
+                    for i, x in enumerate(raw)]
+        raise APIError(400, "prompt: an empty list has nothing to complete.", param="prompt", code="invalid_value")
+
+    async def run(request: Request, req: SamplingRequest, prompts: list[list[int]], max_tokens: int, top: int
+                  ) -> list[Choice]:
         if len(prompts) * req.n > limits.max_n:
             raise APIError(400, f"{len(prompts)} prompts x n={req.n} is {len(prompts) * req.n} samples; this "
                                 f"server's limit is {limits.max_n} per request (datawall serve --max-n).",
@@ -205,8 +274,20 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
             raise APIError(429, f"Server busy: {batcher.pending} requests are queued; retry later.",
                            kind="rate_limit_error", code="rate_limit_exceeded")
         params = SamplingParams(max_tokens, req.temperature, req.top_p, tuple(req.stop_list()), req.seed)
+        job = asyncio.ensure_future(batcher.submit(prompts, req.n, params, top))
+        gone = asyncio.ensure_future(disconnected(request))
         try:
-            return await batcher.submit(prompts, req.n, params, top)
+            await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # the client left (or this handler was cancelled): the batcher drops the job's rows
+            gone.cancel()
+            left = not job.done()
+            if left:
+                job.cancel()
+        if left:
+            log.info("client went away: request cancelled (%d rows)", len(prompts) * req.n)
+            raise APIError(499, "The client closed the connection; the request was cancelled.", code="cancelled")
+        try:
+            return job.result()
         except DatawallError as e:
             raise APIError(400, str(e)) from None
 
@@ -224,6 +305,10 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
     async def health() -> dict:
         return {"status": "ok"}
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(docs_page(app.openapi(), name))
+
     @app.get("/v1/models")
     async def models() -> ModelList:
         return ModelList(data=[ModelCard(id=name, created=created)])
@@ -238,11 +323,12 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
     @app.get("/v1/stats")
     async def stats() -> dict:
         """datawall extension: how the batcher grouped requests so far, and the limits in force."""
-        return {**batcher.stats, "pending": batcher.pending, "limits": asdict(limits), "model": name,
-                "context": ctx}
+        return {**batcher.stats, "pending": batcher.pending, "model": name, "context": ctx,
+                "limits": asdict(limits) | {"max_prompt_tokens": max_prompt, "max_prompt_bytes": max_prompt_bytes,
+                                            "max_body_bytes": max_body_bytes}}
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest) -> CompletionResponse:
+    async def completions(req: CompletionRequest, request: Request) -> CompletionResponse:
         check_common(req)
         if req.echo:
             raise APIError(400, "echo=true is not supported by datawall serve.", param="echo",
@@ -253,20 +339,10 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
         if req.best_of not in (None, 1):
             raise APIError(400, "best_of is not supported by datawall serve (ask for n samples and pick).",
                            param="best_of", code="unsupported_parameter")
-        raw = req.prompt
-        if isinstance(raw, str):
-            prompts = [encode(raw, "prompt")]
-        elif raw and all(isinstance(x, int) for x in raw):
-            prompts = [with_bos(list(raw), "prompt")]
-        elif raw:
-            prompts = [encode(x, f"prompt[{i}]") if isinstance(x, str) else with_bos(x, f"prompt[{i}]")
-                       for i, x in enumerate(raw)]
-        else:
-            raise APIError(400, "prompt: an empty list has nothing to complete.", param="prompt",
-                           code="invalid_value")
+        prompts = await run_in_threadpool(completion_prompts, req.prompt)  # tokenizing never blocks the loop
         max_tokens = budget(prompts, req.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS, "prompt")
         k = req.logprobs
-        choices = await run(req, prompts, max_tokens, k or 0)
+        choices = await run(request, req, prompts, max_tokens, k or 0)
         out = []
         for index, c in enumerate(choices):
             logprobs = None
@@ -285,7 +361,7 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
                                   usage=usage(prompts, choices), system_fingerprint=fingerprint)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatCompletionRequest) -> ChatCompletionResponse:
+    async def chat_completions(req: ChatCompletionRequest, request: Request) -> ChatCompletionResponse:
         check_common(req)
         if req.tools:
             raise APIError(400, "tools are not supported by datawall serve.", param="tools",
@@ -299,11 +375,11 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
             text = render(req.messages)
         except ChatTemplateError as e:
             raise APIError(400, str(e), param="messages", code="invalid_value") from None
-        prompts = [encode(text, "messages")]
+        prompts = [await run_in_threadpool(encode, text, "messages")]
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         max_tokens = budget(prompts, requested, limits.max_tokens, "messages")
         top = req.top_logprobs or 0
-        choices = await run(req, prompts, max_tokens, top)
+        choices = await run(request, req, prompts, max_tokens, top)
         out = []
         for index, c in enumerate(choices):
             logprobs = None
@@ -323,12 +399,29 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
     return app
 
 
-def validation_error(e: RequestValidationError) -> APIError:
-    """OpenAI-style 400 naming the first invalid parameter of a request body."""
+BODIES: dict[str, type[SamplingRequest]] = {"/v1/completions": CompletionRequest,
+                                            "/v1/chat/completions": ChatCompletionRequest}
+
+
+async def disconnected(request: Request) -> None:
+    """Return once the client has closed the connection (the body has been read by then)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def validation_error(e: RequestValidationError, body: type[SamplingRequest] | None = None) -> APIError:
+    """OpenAI-style 400 naming the first invalid parameter of a request body (of model `body`, when known)."""
     err = e.errors()[0]
     param = _param(err.get("loc", ()))
     if err.get("type") == "json_invalid":
         return APIError(400, "The request body is not valid JSON.", code="invalid_json")
+    if err.get("type") == "missing" and param is None:  # no body at all (or JSON null)
+        required = [f for f, info in body.model_fields.items() if info.is_required()] if body else []
+        if not required:
+            return APIError(400, "The request body is empty: send a JSON object.", code="missing_required_parameter")
+        names = " and ".join(f"'{f}'" for f in required)
+        return APIError(400, f"Missing required parameter: '{required[0]}' (the request body is empty; send a JSON "
+                             f"object with {names}).", param=required[0], code="missing_required_parameter")
     if err.get("type") == "missing":
         return APIError(400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
     if param is None:

@@ -6,6 +6,10 @@ thread, so the event loop keeps accepting requests while the model runs (torch r
 samples are its prompt repeated n times: generate() prefills identical prompts once, so a request's samples
 share one prefill, and jobs with different n still batch together.
 
+A job whose client went away is cancelled (`Job.cancelled`, set on the event loop): if it is still queued
+it never runs, and if its call is running, generate() drops its rows at the next decoding step, so an
+abandoned n=128 request stops costing the requests queued behind it.
+
 Seeds stay reproducible: generate()'s randomness depends on (seed, prompt, which copy of the prompt in the
 call, step), so two seeded jobs with the same prompt are never put in the same call (the second would get
 the later copies and different samples than it gets alone).
@@ -19,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from datawall.model.sampler import Sample, generate
+from datawall.model.sampler import Sample, generate, is_greedy
 
 TopLogprobs = list[list[tuple[int, float]]]  # per completion token: the k most likely (id, logprob)
 
@@ -35,8 +39,8 @@ class SamplingParams:
     seed: int | None
 
     def normalized(self) -> SamplingParams:
-        """Greedy decoding ignores top_p and the seed, so greedy jobs group regardless of them."""
-        if self.temperature == 0:
+        """Greedy decoding (temperature below 1e-5) ignores top_p and the seed, so greedy jobs group regardless."""
+        if is_greedy(self.temperature):
             return SamplingParams(self.max_tokens, 0.0, 1.0, self.stop, None)
         return self
 
@@ -58,6 +62,7 @@ class Job:
     params: SamplingParams
     top_logprobs: int
     future: asyncio.Future = field(repr=False)
+    cancelled: bool = False  # its client went away; read by the generate thread at every step
 
     @property
     def rows(self) -> int:
@@ -88,7 +93,8 @@ class Batcher:
     def __init__(self, model: torch.nn.Module, tokenizer, max_rows: int = 256, window_s: float = 0.002):
         self.model, self.tokenizer = model, tokenizer
         self.max_rows, self.window_s = max_rows, window_s
-        self.stats = {"requests": 0, "generate_calls": 0, "rows": 0, "max_requests_per_call": 0}
+        self.stats = {"requests": 0, "generate_calls": 0, "rows": 0, "max_requests_per_call": 0, "cancelled": 0,
+                      "rows_cancelled_running": 0}
         self._queue: asyncio.Queue[Job] | None = None
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="datawall-generate")
@@ -118,7 +124,12 @@ class Batcher:
         assert self._queue is not None, "Batcher.start() was not called"
         job = Job(prompts, n, params.normalized(), top_logprobs, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(job)
-        return await job.future
+        try:
+            return await job.future
+        except asyncio.CancelledError:  # the caller gave up (its client disconnected): stop generating for it
+            job.cancelled = True
+            self.stats["cancelled"] += 1
+            raise
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -129,7 +140,7 @@ class Batcher:
             while not self._queue.empty():
                 jobs.append(self._queue.get_nowait())
             for params, members in plan(jobs, self.max_rows):
-                live = [j for j in members if not j.future.done()]  # a client may have gone away
+                live = [j for j in members if not (j.cancelled or j.future.done())]  # a client may have gone away
                 if not live:
                     continue
                 try:
@@ -152,11 +163,23 @@ class Batcher:
         """One generate() call for all rows of these jobs (runs on the worker thread)."""
         prompts = [p for job in jobs for p in job.prompts for _ in range(job.n)]
         owners = [job for job in jobs for _ in range(job.rows)]
+        starts = [sum(j.rows for j in jobs[:i]) for i in range(len(jobs))]
+        dropped: set[int] = set()  # jobs whose rows generate() was told to drop
+
+        def cancelled_rows() -> list[int]:
+            rows = []
+            for i, job in enumerate(jobs):
+                if job.cancelled and i not in dropped:
+                    dropped.add(i)
+                    rows += range(starts[i], starts[i] + job.rows)
+            self.stats["rows_cancelled_running"] += len(rows)
+            return rows
+
         outs = generate(self.model, self.tokenizer, prompts, n=1, max_new_tokens=params.max_tokens,
                         temperature=params.temperature, top_p=params.top_p if params.top_p < 1 else None,
-                        stop=list(params.stop), seed=params.seed, return_logprobs=True)
+                        stop=list(params.stop), seed=params.seed, return_logprobs=True, cancelled=cancelled_rows)
         choices = [Choice(o[0]) for o in outs]
-        asked = [r for r, job in enumerate(owners) if job.top_logprobs > 0]
+        asked = [r for r, job in enumerate(owners) if job.top_logprobs > 0 and not job.cancelled]
         if asked:
             k = max(job.top_logprobs for job in jobs)
             pairs = [(prompts[r], choices[r].sample.token_ids) for r in asked]

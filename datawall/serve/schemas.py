@@ -24,8 +24,10 @@ class SamplingRequest(BaseModel):
 
     model: str
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    # NaN and infinity are refused (JSON has no such numbers, but Python's parser reads NaN, Infinity and 1e999);
+    # a temperature below 1e-5 is greedy and a tiny top_p keeps the most likely token (the sampler's rules)
+    temperature: float = Field(1.0, ge=0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
     n: int = Field(1, ge=1)
     stop: Stop = Field(None)
     seed: int | None = None

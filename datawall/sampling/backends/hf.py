@@ -41,9 +41,12 @@ class HFBackend:
 
     def sample(self, prompts: list[str], n: int, max_tokens: int, temperature: float, top_p: float | None,
                stop: list[str] | None, seed: int) -> list[list[Completion]]:
-        """n completions per prompt; temperature 0 is greedy (and then the n completions are identical)."""
+        """n completions per prompt; temperature 0 (or below 1e-5) is greedy: one completion, repeated n times."""
         import torch
 
+        from datawall.model.sampler import check_sampling, is_greedy
+
+        check_sampling(temperature, top_p, "hf backend")
         eos = self.tokenizer.eos_token_id
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
         out = []
@@ -54,17 +57,20 @@ class HFBackend:
                 ids = torch.cat([torch.tensor([[bos]]), ids], dim=1)  # as trained: bos first
             ids = ids.to(self.device)
             torch.manual_seed(seed + i)  # transformers samples from torch's global generator
-            kwargs = {"do_sample": True, "temperature": temperature, "top_p": top_p or 1.0} if temperature > 0 \
-                else {"do_sample": False}
+            # below GREEDY_TEMPERATURE transformers would divide the logits into inf and NaN: greedy, as ours;
+            # greedy draws one sequence (transformers refuses num_return_sequences > 1 then) and repeats it
+            greedy = is_greedy(temperature)
+            kwargs = {"do_sample": False} if greedy else \
+                {"do_sample": True, "temperature": temperature, "top_p": top_p or 1.0}
             start = time.perf_counter()
             with torch.inference_mode():
                 seqs = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
-                                           num_return_sequences=n, pad_token_id=pad, eos_token_id=eos,
-                                           stop_strings=stop or None, tokenizer=self.tokenizer if stop else None,
-                                           **kwargs)
+                                           num_return_sequences=1 if greedy else n, pad_token_id=pad,
+                                           eos_token_id=eos, stop_strings=stop or None,
+                                           tokenizer=self.tokenizer if stop else None, **kwargs)
             share = (time.perf_counter() - start) / n
             row = []
-            for seq in seqs[:, ids.shape[1]:].tolist():
+            for seq in seqs[:, ids.shape[1]:].tolist() * (n if greedy else 1):
                 length = seq.index(eos) + 1 if eos in seq else len(seq)
                 text = self.tokenizer.decode(seq[:length], skip_special_tokens=True)
                 for s in stop or []:

@@ -1,8 +1,10 @@
 """Any OpenAI-compatible endpoint (/v1/completions or /v1/chat/completions) over httpx.
 
 Requests run in a thread pool (one prompt each, n samples), are retried with exponential backoff on 429,
-5xx, timeouts and connection errors, and fall back to n single-sample requests when the server refuses
-n > 1 (a 400 that names n, as some providers and proxies answer).
+5xx, timeouts, connection errors and answers that are not a valid completion (validated by the pydantic
+models in `openai_schema.py`), and fall back to n single-sample requests when the server refuses n > 1 (a
+400 that names n, as some providers and proxies answer). What cannot be retried away is one EndpointError
+line naming the URL and, for a malformed answer, the field.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+from pydantic import ValidationError
 
 from datawall.economics.cost import CostModel
 from datawall.errors import DatawallError
+from datawall.model.sampler import check_sampling, is_greedy
 from datawall.sampling.backends import Completion, mix_seed
+from datawall.sampling.backends.openai_schema import ChatCompletionBody, CompletionBody, describe_error
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -57,6 +62,10 @@ class OpenAIEndpoint:
     def sample(self, prompts: list[str], n: int, max_tokens: int, temperature: float, top_p: float | None,
                stop: list[str] | None, seed: int) -> list[list[Completion]]:
         """n completions per prompt, up to `concurrency` requests in flight."""
+        check_sampling(temperature, top_p, "sampling")
+        if is_greedy(temperature):
+            temperature = 0.0  # a server may divide by 1e-300 into garbage; 0 is greedy everywhere
+
         def one(prompt: str) -> list[Completion]:
             return self._prompt(prompt, n, max_tokens, temperature, top_p, stop, seed)
 
@@ -86,23 +95,34 @@ class OpenAIEndpoint:
         if stop:
             body["stop"] = stop
         start = time.perf_counter()
-        data = self._post(body)
+        answer = self._post(body)
         seconds = time.perf_counter() - start
-        choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
-        if len(choices) != n:
-            raise EndpointError(f"{self.url}: asked for {n} choices, got {len(choices)}")
-        usage = data.get("usage") or {}
-        texts = [(c.get("message") or {}).get("content") or "" if self.chat else c.get("text") or ""
-                 for c in choices]
-        total_out = int(usage.get("completion_tokens") or 0)
+        choices = sorted(answer.choices, key=lambda c: c.index)
+        texts = [(c.message.content or "") if self.chat else c.text for c in choices]
+        usage = answer.usage
+        total_out = usage.completion_tokens if usage else 0
         # usage reports only the total; share it by text length (exact when every choice has the same length)
         chars = sum(len(t) for t in texts) or 1
         outs = [round(total_out * len(t) / chars) if total_out else len(t) for t in texts]
-        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        prompt_tokens = usage.prompt_tokens if usage else 0
         return [Completion(t, o, prompt_tokens, seconds / n) for t, o in zip(texts, outs, strict=True)]
 
-    def _post(self, body: dict) -> dict:
-        """POST with retries on 429/5xx/transport errors (exponential backoff, honouring Retry-After)."""
+    def _parse(self, r: httpx.Response, n: int) -> CompletionBody | ChatCompletionBody:
+        """The validated answer to a request for n choices; _Malformed (retried) when it is not one."""
+        schema = ChatCompletionBody if self.chat else CompletionBody
+        try:
+            answer = schema.model_validate_json(r.content)
+        except ValidationError as e:
+            raise _Malformed(describe_error(e, r.content)) from None
+        indices = sorted(c.index for c in answer.choices)
+        if indices != list(range(n)):
+            raise _Malformed(f"choices: asked for {n}, got {len(indices)} with index {indices[:8]}"
+                             f"{' ...' if len(indices) > 8 else ''} (expected 0..{n - 1} once each)")
+        return answer
+
+    def _post(self, body: dict) -> CompletionBody | ChatCompletionBody:
+        """POST with retries on 429/5xx/transport errors/malformed answers (exponential backoff, honouring
+        Retry-After)."""
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             self.requests += 1
@@ -116,9 +136,13 @@ class OpenAIEndpoint:
                 continue
             if r.status_code == 200:
                 try:
-                    return r.json()
-                except ValueError:
-                    raise EndpointError(f"{self.url}: the answer is not JSON") from None
+                    return self._parse(r, body["n"])
+                except _Malformed as e:
+                    if last:
+                        raise EndpointError(f"{self.url}: not an OpenAI {'chat ' if self.chat else ''}completion: "
+                                            f"{e} (after {self.max_retries} retries)") from None
+                    self._sleep(attempt, None)
+                    continue
             message = _message(r)
             if r.status_code == 400 and body["n"] > 1 and _names_n(r, message):
                 raise _NRefused(message)
@@ -151,6 +175,10 @@ class OpenAIEndpoint:
 
 class _NRefused(Exception):
     """The server refused n > 1."""
+
+
+class _Malformed(Exception):
+    """A 200 answer that is not a valid completion (retried like a 5xx)."""
 
 
 def _message(r: httpx.Response) -> str:
