@@ -91,7 +91,7 @@ def test_a_new_lever_needs_only_its_module(monkeypatch, tmp_path):
     toy_levers = spec_module.levers_model()
     ToySpec = create_model("StudySpec", __base__=StudySpec, levers=(toy_levers, toy_levers()))
     monkeypatch.setattr(spec_module, "StudySpec", ToySpec)
-    data = {"world": {"task": "arith", "task_args": {"digits": 1}, "unique_examples": 100, "eval_problems": 20},
+    data = {"world": {"task": "arith", "task_args": {"digits": 1}, "unique_examples": 60, "eval_problems": 15},
             "train": {"seq_len": 32}, "baseline": {"epochs": 2},
             "levers": {"scale": {"enabled": False}, "test_time": {"enabled": False},
                        "repetition": {"epochs": [1, 2, 3]}, "longer": {"factors": [2, 4]}}}
