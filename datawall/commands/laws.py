@@ -280,6 +280,9 @@ def ladder(
         spec = ladder_spec(preset, **overrides)
     except ValidationError as e:
         raise validation_error(e, "ladder spec") from None
+    from datawall.model.device import require_device
+
+    require_device(spec.device, "--device")  # one line before anything is written
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
