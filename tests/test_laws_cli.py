@@ -278,3 +278,10 @@ def test_a_large_csv_reports_progress_on_stderr_and_one_object_on_stdout(tmp_pat
     assert out["points"] == n and out["screen_points"] == 256 and out["alpha"] == pytest.approx(TRUE.alpha, rel=0.05)
     assert f"read {n:,} points" in proc.stderr and "screening 5,400 starts on a sample of 256" in proc.stderr
     assert f"on all {n:,} points" in proc.stderr and any("screened on a seeded sample" in x for x in out["notes"])
+
+
+def test_every_laws_json_output_is_strict_json(capsys):
+    from datawall.commands.laws import _print_json
+
+    _print_json({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf"), "e": 2}})
+    assert _strict_json(capsys.readouterr().out) == {"a": None, "b": [1.0, None], "c": {"d": None, "e": 2}}

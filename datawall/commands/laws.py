@@ -27,7 +27,7 @@ SCALES = ("A", "B", "R_D_star", "R_N_star")
 
 
 def _print_json(obj: dict) -> None:
-    print(json.dumps(obj, allow_nan=False))  # NaN and Infinity are not JSON: guarded before, never printed
+    print(json.dumps(_finite(obj), allow_nan=False))  # NaN and Infinity are not JSON: null where undefined
 
 
 def _finite(obj):
