@@ -150,3 +150,42 @@ def test_checkpoint_dir_accepts_a_run_directory(tmp_path):
     assert checkpoint_dir(run / "checkpoint") == run / "checkpoint"
     with pytest.raises(DatawallError, match="no such model directory"):
         checkpoint_dir(tmp_path / "missing")
+
+
+def _poison(path, name: str, value: float, count: int = 1):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path / "model.safetensors"))
+    tensors[name].view(-1)[:count] = value
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("name,value,count", [
+    ("model.layers.1.mlp.down_proj.weight", float("nan"), 1),
+    ("model.embed_tokens.weight", float("inf"), 3),
+    ("model.norm.weight", float("-inf"), 1),
+])
+def test_non_finite_weights_are_refused_at_load_naming_the_tensor(saved, tmp_path, name, value, count):
+    path = _copy(saved, tmp_path)
+    _poison(path, name, value, count)
+    with pytest.raises(DatawallError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert message.startswith(str(path / "model.safetensors")) and f"tensor {name} holds {count} non-finite" in message
+    assert "\n" not in message
+    with pytest.raises(DatawallError, match=name):
+        load_model(path)
+
+
+def test_sample_json_never_prints_nan_for_a_diverged_checkpoint(saved, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = _copy(saved, tmp_path)
+    _poison(path, "model.layers.0.self_attn.q_proj.weight", float("nan"), 10)
+    exe = Path(sys.executable).parent / "datawall"
+    proc = subprocess.run([str(exe), "sample", "--model", str(path), "--prompt", "ab", "--max-tokens", "4", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == "" and "NaN" not in proc.stdout
+    assert proc.stderr.startswith("error: ") and "q_proj.weight holds 10 non-finite" in proc.stderr

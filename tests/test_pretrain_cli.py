@@ -98,3 +98,51 @@ def test_fine_tuning_starts_from_the_checkpoint(arith_run, tmp_path):
     assert result["params"] == json.loads((out / "result.json").read_text())["params"]
     assert first_loss(tuned) < first_loss(out) - 0.5  # it starts where pretraining ended, not from scratch
     assert json.loads((tuned / "checkpoint" / "datawall.json").read_text())["init"] == str(out.resolve() / "checkpoint")
+
+
+def small_jsonl(tmp_path, rows: int = 400) -> Path:
+    path = tmp_path / "small.jsonl"
+    path.write_text("".join(json.dumps({"question": f"What is {i} plus {i + 1}?", "answer": 2 * i + 1}) + "\n"
+                            for i in range(rows)))
+    return path
+
+
+def test_a_400_row_file_pretrains_and_scores_what_its_splits_hold(tmp_path):
+    from datawall.tasks import get_task
+
+    path = small_jsonl(tmp_path)
+    test_size = get_task(f"jsonl:{path}").size("test")
+    assert 40 < test_size < 256  # fewer held-out problems than the default held-out loss takes
+    out = tmp_path / "run"
+    result = json.loads(run("pretrain", "--task", f"jsonl:{path}", "--size", "100k", "--tokens", "8k",
+                            "--unique-tokens", "4k", "--seq-len", "64", "--eval-problems", "1000",
+                            "--out", str(out), "--json").stdout)
+    assert result["eval_problems"] == test_size and result["eval_loss"] > 0 and result["epochs"] > 1.5
+    ev = json.loads(run("eval", "--model", str(out), "--problems", "5000", "--json").stdout)
+    assert ev["problems"] == test_size and ev["accuracy"] == pytest.approx(result["accuracy"])
+
+
+def test_a_file_too_small_for_the_budget_says_the_real_numbers(tmp_path):
+    from datawall.tasks import get_task
+
+    path = small_jsonl(tmp_path)
+    train_size = get_task(f"jsonl:{path}").size("train")
+    out = tmp_path / "run"
+    proc = run("pretrain", "--task", f"jsonl:{path}", "--size", "100k", "--tokens", "200k", "--out", str(out),
+               check=False)
+    assert proc.returncode == 2 and not out.exists()
+    line = proc.stderr.strip()
+    assert line.count("\n") == 0 and f"the train split has {train_size} problems (" in line
+    assert "--tokens 200,000 with every token fresh needs 204,256" in line and "--unique-tokens" in line
+    have = int(line.split(" tokens)")[0].rsplit("(", 1)[1].replace(",", ""))
+    proc = run("pretrain", "--task", f"jsonl:{path}", "--size", "100k", "--tokens", "200k", "--unique-tokens",
+               str(have + 1), "--out", str(out), check=False)
+    assert proc.returncode == 2 and f"fewer than --unique-tokens {have + 1:,}" in proc.stderr and not out.exists()
+
+
+def test_a_file_without_test_problems_is_refused_before_training(tmp_path):
+    path = small_jsonl(tmp_path, rows=30)
+    out = tmp_path / "run"
+    proc = run("pretrain", "--task", f"jsonl:{path}", "--task-args", "test_fraction=0", "--size", "100k",
+               "--tokens", "2k", "--unique-tokens", "1k", "--out", str(out), check=False)
+    assert proc.returncode == 2 and "the test split has no problems" in proc.stderr and not out.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from contextlib import contextmanager
@@ -26,7 +27,47 @@ SCALES = ("A", "B", "R_D_star", "R_N_star")
 
 
 def _print_json(obj: dict) -> None:
-    print(json.dumps(obj))
+    print(json.dumps(_finite(obj), allow_nan=False))  # NaN and Infinity are not JSON: null where undefined
+
+
+def _finite(obj):
+    """obj with every non-finite float replaced by None (JSON null), for results where a value can be undefined."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _quantity(text: str, flag: str, compute: bool = False) -> float:
+    """A count as typed ('1.5B', '2e9', '300k'), unrounded, checked to lie in the range a law is evaluated on."""
+    from datawall.laws.forms import MAX_COMPUTE, MAX_COUNT, check_count
+    from datawall.laws.io import parse_value
+
+    try:
+        value = parse_value(text)
+    except ValueError:
+        value = float(parse_count(text, flag))  # its suffixes (G) or its one-line error
+    return check_count(value, flag, MAX_COMPUTE if compute else MAX_COUNT)
+
+
+def _non_finite(obj, path: str = "") -> str | None:
+    """The key path of the first non-finite float in obj, or None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return path or "the result"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list | tuple) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{path}.{k}" if path else str(k))
+        if found:
+            return found
+    return None
+
+
+def _as_count(x: float) -> int | float:
+    """An integral count as an int (JSON 1000000000, not 1e9 as a float)."""
+    return int(x) if x.is_integer() and abs(x) < 2**63 else x
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -59,7 +100,7 @@ def fit(
 ) -> None:
     """Fit L(N, D) = E + A/N^alpha + B/D^beta (or the data-constrained form) with a robust Huber fit."""
     from datawall.laws import bootstrap as bs
-    from datawall.laws.fit import fit_chinchilla, fit_data_constrained
+    from datawall.laws.fit import SCREEN_POINTS, fit_chinchilla, fit_data_constrained, fit_notes
     from datawall.laws.io import read_points
     from datawall.laws.published import get_law
     from datawall.report.law_report import fit_summary
@@ -70,20 +111,27 @@ def fit(
         raise DatawallError(f"--bootstrap {bootstrap}: must be >= 0")
     if not 0 < level < 1:
         raise DatawallError(f"--level {level}: must be between 0 and 1")
-    C = None if compute is None else float(parse_count(compute, "--compute"))
+    C = None if compute is None else _quantity(compute, "--compute", compute=True)
     dc = form == "data-constrained"
+    t0 = time.perf_counter()
     pts = read_points(csv_path, n_col, d_col, c_col, loss_col, u_col, need_u=dc, filters=filters or (),
                       exclude_top_loss=exclude_top_loss)
     label = name or csv_path.stem
+
+    def progress(message: str) -> None:  # stages of a large fit; stdout stays one JSON object
+        print(f"[{time.perf_counter() - t0:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    if len(pts) > SCREEN_POINTS:
+        progress(f"read {len(pts):,} points from {csv_path}")
     if dc:
         base_law = None if base is None else get_law(base)
         if base_law is not None and base_law.form != "chinchilla":
             base_law = base_law.base  # type: ignore[union-attr]
-        result = fit_data_constrained(pts.N, pts.D, pts.U, pts.L, base=base_law, name=label)
+        result = fit_data_constrained(pts.N, pts.D, pts.U, pts.L, base=base_law, name=label, progress=progress)
     else:
         if len(pts) < 5:
             raise DatawallError(f"{pts.source}: {len(pts)} points after filtering cannot determine 5 parameters")
-        result = fit_chinchilla(pts.N, pts.D, pts.L, name=label)
+        result = fit_chinchilla(pts.N, pts.D, pts.L, name=label, progress=progress)
     if bootstrap:
         with _bootstrap_bar(bootstrap) as advance:
             if dc:
@@ -93,6 +141,9 @@ def fit(
                 samples = bs.bootstrap_chinchilla(pts.N, pts.D, pts.L, result, bootstrap, seed, progress=advance)
         result.law = result.law.with_samples(samples)
     summary = fit_summary(result, pts, C, level, seed if bootstrap else None)
+    summary["screen_points"] = result.screen_points
+    summary["notes"] = fit_notes(result, pts.N, pts.D, pts.U if dc else None)
+    summary = _finite(summary)
     if plot is not None:
         from datawall.report.law_report import write_fit_report
 
@@ -149,6 +200,8 @@ def _print_fit(s: dict) -> None:
         console.print(f"compute-optimal at C = {o['compute']:.3g} FLOPs: N = {format_count(o['params'])}, "
                       f"D = {format_count(o['tokens'])}, {o['tokens_per_param']:.1f} tokens/parameter, "
                       f"loss {o['loss']:.4f}")
+    for note in s.get("notes") or []:
+        console.print(f"note: {note}", style="yellow", markup=False, highlight=False)
     if "files" in s:
         console.print(f"wrote {s['files']['png']}, {s['files']['html']}, {s['files']['json']}")
 
@@ -162,22 +215,28 @@ def predict(
     as_json: JsonFlag = False,
 ) -> None:
     """Evaluate a law at N parameters, D tokens and (optionally) U unique tokens."""
-    from datawall.laws.forms import DataConstrainedLaw, predict_interval
+    import numpy as np
+
+    from datawall.laws.forms import DataConstrainedLaw, predict_interval, predict_point
     from datawall.laws.published import get_law
 
     model = get_law(law)
-    N, D = parse_count(params, "--params"), parse_count(tokens, "--tokens")
-    U = None if unique_tokens is None else parse_count(unique_tokens, "--unique-tokens")
-    loss = float(model.predict(N, D, U))
+    N, D = _quantity(params, "--params"), _quantity(tokens, "--tokens")
+    U = None if unique_tokens is None else _quantity(unique_tokens, "--unique-tokens")
+    loss = predict_point(model, N, D, U, names=("--params", "--tokens", "--unique-tokens"))
     iv = predict_interval(model, N, D, U)
-    out = {"law": model.name, "form": model.form, "params": N, "tokens": D, "unique_tokens": U, "loss": loss,
+    out = {"law": model.name, "form": model.form, "params": _as_count(N), "tokens": _as_count(D),
+           "unique_tokens": None if U is None else _as_count(U), "loss": loss,
            "loss_interval": None if iv is None else [float(iv[0]), float(iv[1])]}
     if isinstance(model, DataConstrainedLaw):
-        out["effective_params"] = float(model.effective_params(N, D, U))
-        out["effective_tokens"] = float(model.effective_data(D, U))
+        with np.errstate(all="ignore"):
+            out["effective_params"] = float(model.effective_params(N, D, U))
+            out["effective_tokens"] = float(model.effective_data(D, U))
+    out = _finite(out)
     if as_json:
         _print_json(out)
         return
+    iv = out["loss_interval"]
     extra = "" if iv is None else f" (95% interval {iv[0]:.4f} to {iv[1]:.4f})"
     note = ""
     if U is not None and model.form == "chinchilla":
@@ -196,14 +255,21 @@ def plan(
     as_json: JsonFlag = False,
 ) -> None:
     """Optimal N, D and epochs for C FLOPs and U unique tokens; marginal returns; inference-aware optimum."""
+    import numpy as np
+
     from datawall.laws.plan import plan as make_plan
     from datawall.laws.published import get_law
 
     model = get_law(law)
-    C = float(parse_count(compute, "--compute"))
-    U = float(parse_count(unique_tokens, "--unique-tokens"))
-    T = 0.0 if inference_tokens in (None, "0") else float(parse_count(inference_tokens, "--inference-tokens"))
-    p = make_plan(model, C, U, T)
+    C = _quantity(compute, "--compute", compute=True)
+    U = _quantity(unique_tokens, "--unique-tokens")
+    T = 0.0 if inference_tokens in (None, "0") else _quantity(inference_tokens, "--inference-tokens")
+    with np.errstate(all="ignore"):
+        p = make_plan(model, C, U, T)
+    bad = _non_finite(p)
+    if bad:
+        raise DatawallError(f"{model.name}: no finite plan for --compute {compute} and --unique-tokens "
+                            f"{unique_tokens} ({bad} is not finite); try values nearer the law's range")
     if as_json:
         _print_json(p)
         return

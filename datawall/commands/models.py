@@ -97,18 +97,29 @@ def evaluate(
 ) -> None:
     """Greedy, verifier-scored accuracy of a checkpoint on a task, with a 95% Wilson interval."""
     from datawall.model import checkpoint_dir, load_checkpoint
+    from datawall.model.device import require_device
     from datawall.tasks import get_task
     from datawall.tasks.registry import parse_task_args
+    from datawall.tasks.splits import check_split
     from datawall.train.evaluate import task_accuracy
 
+    require_device(device)
+    if problems <= 0:
+        raise DatawallError(f"--problems must be positive, got {problems}")
+    check_split(split)
     ckpt = load_checkpoint(checkpoint_dir(model))
     name = task or ckpt.meta.get("task")
     if not name:
         raise DatawallError(f"{model}: no --task given and the checkpoint names none")
     settings = parse_task_args(task_args) if task_args or task else dict(ckpt.meta.get("task_args") or {})
     world = get_task(name, **settings)
-    if problems <= 0:
-        raise DatawallError("--problems must be positive")
+    size = world.size(split)
+    if size is not None and problems > size:  # a file's split may hold fewer: score all of them, and say so
+        if size == 0:
+            raise DatawallError(f"{world.name}: the {split} split has no problems")
+        stderr.print(f"{world.name}: the {split} split has {size} problems; scoring all {size} "
+                     f"(--problems {problems})", markup=False, highlight=False)
+        problems = size
     result = task_accuracy(ckpt.model.to(device), ckpt.tokenizer, world, problems=problems, split=split,
                            device=device, quiet=as_json)
     result |= {"task": name, "task_args": settings, "split": split, "model": str(model)}
@@ -134,6 +145,9 @@ def sample(
     as_json: JsonFlag = False,
 ) -> None:
     """Sample completions of a prompt from a checkpoint."""
+    from datawall.model.device import require_device
+
+    require_device(device)  # one line, before a checkpoint is read
     from datawall.model import checkpoint_dir, load_checkpoint
     from datawall.model.sampler import generate
 

@@ -14,6 +14,14 @@ _FIRST_BLOCK = 256
 _MAX_BLOCK = 8192
 
 
+class SplitExhaustedError(DatawallError):
+    """A split has fewer distinct examples (or tokens) than were asked for; `.examples`, `.tokens` say what it has."""
+
+    def __init__(self, message: str, examples: int, tokens: int):
+        super().__init__(message)
+        self.examples, self.tokens = examples, tokens
+
+
 def task_docs(task, tokenizer: Tokenizer, split: str, count: int | None = None,
               unique_tokens: int | None = None, start: int = 0) -> list[Doc]:
     """Distinct docs for problems start, start+1, ...: exactly `count` of them, or the fewest whose tokens reach U.
@@ -50,8 +58,8 @@ def task_docs(task, tokenizer: Tokenizer, split: str, count: int | None = None,
             return docs
         if end is not None:
             wanted = f"{count:,} examples" if count is not None else f"{unique_tokens:,} unique tokens"
-            raise DatawallError(f"{end}; {wanted} were asked for (the split gives {len(docs):,} distinct examples, "
-                                f"{total:,} tokens, from problem {start:,} on)")
+            raise SplitExhaustedError(f"{end}; {wanted} were asked for (the split gives {len(docs):,} distinct "
+                                      f"examples, {total:,} tokens, from problem {start:,} on)", len(docs), total)
         index += n
 
 

@@ -23,6 +23,8 @@ CORNER_GRID = np.array(list(itertools.product([5.0, 20.0], [5.0, 20.0], [0.0, 1.
 # R_D*, R_N* in {0.5, 256}: the corners of the repetition start grid (log scale)
 REPETITION_CORNERS = np.log(np.array(list(itertools.product([0.5, 256.0], repeat=2))))
 CHUNK = 100  # replicates per batch: bounds memory (~rows x points floats) and paces the progress bar
+CHUNK_CELLS = 1 << 24  # at most this many replicate x point weights at once (128 MB): fewer replicates per
+# batch when there are many points
 
 Progress = Callable[[int], None]
 
@@ -33,14 +35,24 @@ def resample_counts(n: int, K: int, seed: int) -> np.ndarray:
     return rng.multinomial(n, np.full(n, 1.0 / n), size=K).astype(np.float64)
 
 
+def resample_chunks(n: int, K: int, seed: int):
+    """resample_counts(n, K, seed) in row blocks of at most CHUNK replicates and CHUNK_CELLS counts.
+
+    The rows are the same as resample_counts' (one generator draws them in order), only never all at once.
+    """
+    rng, p = np.random.default_rng(seed), np.full(n, 1.0 / n)
+    step = max(1, min(CHUNK, CHUNK_CELLS // max(n, 1)))
+    for lo in range(0, K, step):
+        yield rng.multinomial(n, p, size=min(step, K - lo)).astype(np.float64)
+
+
 def bootstrap_chinchilla(N, D, L, fit: Fit, K: int, seed: int = 0, starts: np.ndarray | None = None,
                          delta: float = HUBER_DELTA, progress: Progress | None = None) -> np.ndarray:
     """K refits of the Chinchilla form on resampled points: rows (E, A, B, alpha, beta)."""
-    W = resample_counts(len(np.asarray(L)), K, seed)
     starts = np.vstack([fit.theta, CORNER_GRID if starts is None else starts])
     thetas = []
-    for lo in range(0, K, CHUNK):
-        theta, _ = fit_weighted_chinchilla(N, D, L, W[lo : lo + CHUNK], starts, delta)
+    for W in resample_chunks(len(np.asarray(L)), K, seed):
+        theta, _ = fit_weighted_chinchilla(N, D, L, W, starts, delta)
         thetas.append(theta)
         if progress:
             progress(len(theta))
@@ -57,13 +69,11 @@ def bootstrap_data_constrained(N, D, U, L, fit: Fit, K: int, seed: int = 0, delt
     a base that was given is held fixed.
     """
     N, D, U, L = (np.asarray(x, dtype=np.float64) for x in (N, D, U, L))
-    W = resample_counts(len(L), K, seed)
     law: DataConstrainedLaw = fit.law  # type: ignore[assignment]
     single = single_epoch(D, U)
     rep_starts = np.vstack([fit.theta, REPETITION_CORNERS])
     rows = []
-    for lo in range(0, K, CHUNK):
-        Wc = W[lo : lo + CHUNK]
+    for Wc in resample_chunks(len(L), K, seed):
         if fit.base is not None:
             b_starts = np.vstack([fit.base.theta, CORNER_GRID])
             theta, _ = fit_weighted_chinchilla(N[single], D[single], L[single], Wc[:, single], b_starts, delta)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from datawall.errors import DatawallError
+
 CHINCHILLA_KEYS = ("E", "A", "B", "alpha", "beta")
 DATA_CONSTRAINED_KEYS = (*CHINCHILLA_KEYS, "R_D_star", "R_N_star")
+# Counts a law is evaluated at: at least one parameter or token, and far beyond any model or corpus (1e30)
+# while far short of where N^alpha or (D G)^(beta/alpha) overflow a float.
+MIN_COUNT, MAX_COUNT = 1.0, 1e30
+MAX_COMPUTE = 6.0 * MAX_COUNT**2  # C = 6 N D at the largest N and D
 
 
 def _arr(x) -> np.ndarray:
@@ -33,7 +40,8 @@ class ChinchillaLaw:
     def predict(self, N, D, U=None) -> np.ndarray:
         """Loss at N parameters and D training tokens (vectorised; U has no effect on this form)."""
         N, D = _arr(N), _arr(D)
-        return self.E + self.A / N**self.alpha + self.B / D**self.beta
+        with np.errstate(over="ignore"):  # N^alpha overflowing to inf: the term is 0, its limit
+            return self.E + self.A / N**self.alpha + self.B / D**self.beta
 
     def params(self) -> dict[str, float]:
         """The constants as a dict keyed by CHINCHILLA_KEYS."""
@@ -119,7 +127,8 @@ class DataConstrainedLaw:
     def predict(self, N, D, U=None) -> np.ndarray:
         """Loss at N parameters trained on D tokens drawn (with repetition) from U unique tokens."""
         Np, Dp = self.effective_params(N, D, U), self.effective_data(D, U)
-        return self.E + self.A / Np**self.alpha + self.B / Dp**self.beta
+        with np.errstate(over="ignore"):
+            return self.E + self.A / Np**self.alpha + self.B / Dp**self.beta
 
     def params(self) -> dict[str, float]:
         """The constants as a dict keyed by DATA_CONSTRAINED_KEYS."""
@@ -154,6 +163,31 @@ def predict_interval(law: Law, N, D, U=None, level: float = 0.95) -> tuple[np.nd
     reps = law.replicates()
     if not reps:
         return None
-    preds = np.stack([r.predict(N, D, U) for r in reps])
+    with np.errstate(all="ignore"):
+        preds = np.stack([r.predict(N, D, U) for r in reps])
+    preds = np.where(np.isfinite(preds), preds, np.nan)  # a failed or runaway replicate says nothing here
+    if np.isnan(preds).all(axis=0).any():
+        return None
     q = (1.0 - level) / 2.0
     return np.nanquantile(preds, q, axis=0), np.nanquantile(preds, 1.0 - q, axis=0)
+
+
+def check_count(value: float, what: str, high: float = MAX_COUNT) -> float:
+    """`value` if it is a finite count in [MIN_COUNT, high], else a DatawallError naming `what`."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) \
+            or not MIN_COUNT <= value <= high:
+        raise DatawallError(f"{what}: must be a finite number from {MIN_COUNT:g} to {high:g}, got {value:g}")
+    return float(value)
+
+
+def predict_point(law: Law, N: float, D: float, U: float | None = None,
+                  names: tuple[str, str, str] = ("N", "D", "U")) -> float:
+    """The law's loss at one point, checked: counts in range (named by `names`), and a finite loss."""
+    N, D = check_count(N, names[0]), check_count(D, names[1])
+    U = None if U is None else check_count(U, names[2])
+    with np.errstate(all="ignore"):
+        loss = float(law.predict(N, D, U))
+    if not math.isfinite(loss):
+        raise DatawallError(f"{law.name}: the law gives no finite loss at N={N:g}, D={D:g}"
+                            f"{'' if U is None else f', U={U:g}'} (its constants: {law.params()})")
+    return loss

@@ -7,6 +7,7 @@ import json
 import math
 import operator
 import re
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,21 +71,44 @@ def _split_unit(name: str) -> tuple[str, float]:
     return name.strip(), 1.0
 
 
+ROLE_FLAGS = {"N": "--n-col", "D": "--d-col", "C": "--c-col", "L": "--loss-col", "U": "--u-col"}
+
+
 def _find_column(header: list[str], role: str, given: str | None, path: str) -> tuple[str | None, float]:
+    """The column that holds `role` (the given one, or the one whose name matches) and its unit scale."""
     available = ", ".join(repr(h) for h in header)
     if given is not None:
         if given not in header:
             raise DatawallError(f"{path}: no column {given!r} for {ROLE_NAMES[role]}; available: {available}")
         return given, _split_unit(given)[1]
+    found = []
     for h in header:
         base, scale = _split_unit(h)
         if h.strip().lower() in CANDIDATES[role] or base.lower() in CANDIDATES[role]:
-            return h, (1.0 if h.strip().lower() in CANDIDATES[role] else scale)
-    return None, 1.0
+            found.append((h, 1.0 if h.strip().lower() in CANDIDATES[role] else scale))
+    if len(found) > 1:
+        _check_unique(header, [found[0][0]], path)  # one name given twice: say so
+        names = " and ".join(repr(h) for h, _ in found)
+        raise DatawallError(f"{path}: columns {names} could each be the {ROLE_NAMES[role]}; this is ambiguous, "
+                            f"choose one with {ROLE_FLAGS[role]}")
+    return found[0] if found else (None, 1.0)
+
+
+def _check_unique(header: list[str], names: list[str], path: str) -> None:
+    """Refuse a column we read whose name the header gives twice: which one is meant is ambiguous."""
+    for name in dict.fromkeys(names):
+        where = [i + 1 for i, h in enumerate(header) if h == name]
+        if len(where) > 1:
+            raise DatawallError(f"{path}: the header names column {name!r} {len(where)} times (columns "
+                                f"{', '.join(map(str, where))}); which one is meant is ambiguous: rename them")
 
 
 def parse_value(text: str) -> float:
     """A number as written in a CSV cell: '1.5e9', '1.5B', '200k', '3M'."""
+    try:
+        return float(text)  # the common case, fast; float() already ignores surrounding whitespace
+    except ValueError:
+        pass
     s = text.strip().replace("_", "").replace(",", "")
     if s and s[-1].lower() in _UNIT and s[:-1]:
         return float(s[:-1]) * _UNIT[s[-1].lower()]
@@ -92,6 +116,7 @@ def parse_value(text: str) -> float:
 
 
 def _parse_filter(expr: str, header: list[str], path: str):
+    """(column, comparison, target) of one --filter expression; target is a number unless it cannot be one."""
     m = _FILTER.match(expr)
     if not m:
         raise DatawallError(f"--filter {expr!r}: expected COLUMN OP VALUE with OP one of >=, <=, ==, !=, >, <")
@@ -107,9 +132,10 @@ def _parse_filter(expr: str, header: list[str], path: str):
     return col, _OPS[op], target
 
 
-def _keep(row: dict[str, str], filters) -> bool:
+def _keep(row: list[str], filters) -> bool:
+    """Whether a row passes every filter, given as (column index, comparison, target)."""
     for col, op, target in filters:
-        cell = (row.get(col) or "").strip()
+        cell = row[col].strip()
         if isinstance(target, str):
             ok = op(cell, target)
         else:
@@ -120,6 +146,72 @@ def _keep(row: dict[str, str], filters) -> bool:
         if not ok:
             return False
     return True
+
+
+def _columns(header: list[str], p: str, n_col, d_col, c_col, loss_col, u_col, need_u: bool, filters):
+    """role -> (column name, column index, unit scale) and the parsed filters, from the header row."""
+    if not any(h.strip() for h in header):
+        raise DatawallError(f"{p}: empty file (expected a header row)")
+    available = ", ".join(repr(h) for h in header)
+    cols: dict[str, tuple[str, float]] = {}
+    for role, given in (("N", n_col), ("L", loss_col)):
+        name, scale = _find_column(header, role, given, p)
+        if name is None:
+            raise DatawallError(f"{p}: no column for {ROLE_NAMES[role]} (pass {ROLE_FLAGS[role]}); "
+                                f"available: {available}")
+        cols[role] = (name, scale)
+    d_name, d_scale = _find_column(header, "D", d_col, p) if c_col is None else (None, 1.0)
+    if d_name is not None:
+        cols["D"] = (d_name, d_scale)
+    else:
+        c_name, c_scale = _find_column(header, "C", c_col, p)
+        if c_name is None:
+            raise DatawallError(f"{p}: no column for training tokens D or compute C (pass --d-col or --c-col);"
+                                f" available: {available}")
+        cols["C"] = (c_name, c_scale)
+    u_name, u_scale = _find_column(header, "U", u_col, p)
+    if u_name is None and need_u:
+        raise DatawallError(f"{p}: no column for unique tokens U, which the data-constrained form needs "
+                            f"(pass --u-col); available: {available}")
+    if u_name is not None:
+        cols["U"] = (u_name, u_scale)
+    flt = [_parse_filter(e, header, p) for e in filters]
+    _check_unique(header, [name for name, _ in cols.values()] + [col for col, _, _ in flt], p)
+    located = {role: (name, header.index(name), scale) for role, (name, scale) in cols.items()}
+    return located, [(header.index(col), op, target) for col, op, target in flt]
+
+
+def _read_rows(reader, header: list[str], cols: dict, flt: list, p: str):
+    """role -> float64 array of values and the CSV line of each kept row; every row must match the header.
+
+    One pass, values kept as packed doubles (a million rows take ~30 MB, not the ~1 GB of row dicts).
+    """
+    width = len(header)
+    values = {role: array("d") for role in cols}
+    lines = array("q")
+    used = [(values[role], index, scale, name, role) for role, (name, index, scale) in cols.items()]
+    for row in reader:
+        line = reader.line_num  # the row's last line: quoted cells may span lines
+        if not any(cell.strip() for cell in row):
+            continue  # a blank line (or one of separators only)
+        if len(row) != width:
+            raise DatawallError(f"{p} line {line}: {len(row)} fields, but the header has {width} "
+                                f"({', '.join(header)}); fix the row or the header")
+        if flt and not _keep(row, flt):
+            continue
+        for out, index, scale, name, role in used:
+            cell = row[index]
+            try:
+                v = parse_value(cell) * scale
+            except ValueError:
+                raise DatawallError(f"{p} line {line}: column {name!r} = {cell.strip()!r} is not a number") from None
+            if not (math.isfinite(v) and v > 0):
+                raise DatawallError(f"{p} line {line}: column {name!r} = {cell.strip()!r}; "
+                                    f"{ROLE_NAMES[role]} must be positive and finite")
+            out.append(v)
+        lines.append(line)
+    return ({role: np.frombuffer(v, dtype=np.float64).copy() for role, v in values.items()},
+            np.frombuffer(lines, dtype=np.int64).astype(int))
 
 
 def read_points(path: str | Path, n_col: str | None = None, d_col: str | None = None, c_col: str | None = None,
@@ -133,59 +225,17 @@ def read_points(path: str | Path, n_col: str | None = None, d_col: str | None = 
         raise DatawallError("give either --d-col or --c-col, not both (D = C / (6 N) when C is given)")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h for h in (reader.fieldnames or []) if h is not None]
-            raw = [(i + 2, row) for i, row in enumerate(reader)]
+            reader = csv.reader(f)
+            header = next(reader, [])
+            cols, flt = _columns(header, str(path), n_col, d_col, c_col, loss_col, u_col, need_u, filters)
+            values, lines = _read_rows(reader, header, cols, flt, str(path))
     except (UnicodeDecodeError, csv.Error) as e:
         raise DatawallError(f"{path}: not a readable CSV file ({e})") from None
-    if not header:
-        raise DatawallError(f"{path}: empty file (expected a header row)")
-    p = str(path)
-    cols: dict[str, tuple[str, float]] = {}
-    for role, given in (("N", n_col), ("L", loss_col)):
-        name, scale = _find_column(header, role, given, p)
-        if name is None:
-            raise DatawallError(f"{p}: no column for {ROLE_NAMES[role]} (pass --{'n' if role == 'N' else 'loss'}-col);"
-                                f" available: {', '.join(repr(h) for h in header)}")
-        cols[role] = (name, scale)
-    d_name, d_scale = _find_column(header, "D", d_col, p) if c_col is None else (None, 1.0)
-    if d_name is not None:
-        cols["D"] = (d_name, d_scale)
-    else:
-        c_name, c_scale = _find_column(header, "C", c_col, p)
-        if c_name is None:
-            raise DatawallError(f"{p}: no column for training tokens D or compute C (pass --d-col or --c-col);"
-                                f" available: {', '.join(repr(h) for h in header)}")
-        cols["C"] = (c_name, c_scale)
-    u_name, u_scale = _find_column(header, "U", u_col, p)
-    if u_name is None and need_u:
-        raise DatawallError(f"{p}: no column for unique tokens U, which the data-constrained form needs "
-                            f"(pass --u-col); available: {', '.join(repr(h) for h in header)}")
-    if u_name is not None:
-        cols["U"] = (u_name, u_scale)
-
-    flt = [_parse_filter(e, header, p) for e in filters]
-    values: dict[str, list[float]] = {role: [] for role in cols}
-    lines: list[int] = []
-    for line, row in raw:
-        if not any((v or "").strip() for v in row.values()) or not _keep(row, flt):
-            continue
-        for role, (name, scale) in cols.items():
-            cell = (row.get(name) or "").strip()
-            try:
-                v = parse_value(cell) * scale
-            except ValueError:
-                raise DatawallError(f"{p} line {line}: column {name!r} = {cell!r} is not a number") from None
-            if not (math.isfinite(v) and v > 0):
-                raise DatawallError(f"{p} line {line}: column {name!r} = {cell!r}; "
-                                    f"{ROLE_NAMES[role]} must be positive and finite")
-            values[role].append(v)
-        lines.append(line)
-    arr = {role: np.array(v, dtype=np.float64) for role, v in values.items()}
+    arr = values
     N = arr["N"]
     D = arr["D"] if "D" in arr else arr["C"] / (6.0 * N)
-    columns = {role: name for role, (name, _) in cols.items()}
-    pts = Points(N, D, arr["L"], arr.get("U"), np.array(lines, dtype=int), p, columns)
+    columns = {role: name for role, (name, _, _) in cols.items()}
+    pts = Points(N, D, arr["L"], arr.get("U"), lines, str(path), columns)
     if exclude_top_loss:
         if exclude_top_loss < 0 or exclude_top_loss >= len(pts):
             raise DatawallError(f"--exclude-top-loss {exclude_top_loss}: must be in [0, {len(pts) - 1}] "

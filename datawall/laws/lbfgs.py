@@ -59,11 +59,16 @@ def minimize_batch(
     ftol: float = 1e-12,
     gtol: float = 1e-9,
     max_backtracks: int = 30,
+    on_iteration: Callable[[int, np.ndarray], None] | None = None,
+    first_step: float = 1.0,
 ) -> BatchResult:
     """Minimise every row of x0 independently with L-BFGS and an Armijo backtracking line search.
 
     A row stops when its relative decrease falls below ftol (as scipy's L-BFGS-B) twice in a row, its
     largest gradient component below gtol, or no step along its search direction decreases it.
+    `on_iteration(k, f)` is called after iteration k with every row's current objective (for progress).
+    `first_step` is the length of the first (steepest-descent) step: small when x0 is near a minimum already,
+    so that the line search does not spend evaluations shrinking a unit step.
     """
     X = np.array(x0, dtype=np.float64)
     S, P = X.shape
@@ -83,7 +88,7 @@ def minimize_batch(
         uphill = ~(slope < 0)  # lost curvature: restart from steepest descent
         d[uphill] = -gx[uphill] / np.maximum(np.linalg.norm(gx[uphill], axis=1), 1e-12)[:, None]
         slope[uphill] = np.einsum("sp,sp->s", gx[uphill], d[uphill])
-        step = np.ones(len(rows))
+        step = np.full(len(rows), first_step if k == 0 else 1.0)
         xn, fn, gn = x.copy(), fx.copy(), gx.copy()
         todo = np.arange(len(rows))
         for _ in range(max_backtracks):
@@ -117,4 +122,6 @@ def minimize_batch(
         converged[rows[done]] = True
         keep = ~done
         rows, Sh, Yh, rho, small = rows[keep], Sh[keep], Yh[keep], rho[keep], small[keep]
+        if on_iteration is not None:
+            on_iteration(k + 1, f)
     return BatchResult(X, f, iters, converged)

@@ -41,15 +41,31 @@ def _huber_and_slope(r: np.ndarray, delta: float, weights):
 
 
 CHUNK_ROWS = 256  # rows per pass: keeps the (rows x points) temporaries in cache, ~3x faster than one pass
+POINT_BLOCK = 16384  # points per pass when there are more: bounds memory (rows x block floats) at any size
 
 
-def chunked(fg_rows):
-    """Wrap fg(X, idx) so that it runs over blocks of CHUNK_ROWS rows."""
+def blocked(fg_block, n_points: int):
+    """fg(X, idx) from fg_block(X, idx, points) over blocks of rows and (past POINT_BLOCK) of points.
+
+    fg_block returns the objective and gradient summed over the points of one slice; blocks are added up,
+    so memory stays at a few (rows x block) arrays however many points there are. Up to POINT_BLOCK points
+    the sums are those of one pass over every point.
+    """
+    block = n_points if n_points <= POINT_BLOCK else POINT_BLOCK
+    rows = CHUNK_ROWS if block * CHUNK_ROWS <= 1 << 16 else max(1, (1 << 16) // block)
+    slices = [slice(lo, lo + block) for lo in range(0, max(n_points, 1), block)]
+
+    def fg_rows(X: np.ndarray, idx: np.ndarray):
+        f, G = fg_block(X, idx, slices[0])
+        for sl in slices[1:]:
+            fb, Gb = fg_block(X, idx, sl)
+            f, G = f + fb, G + Gb
+        return f, G
 
     def fg(X: np.ndarray, idx: np.ndarray):
-        if len(X) <= CHUNK_ROWS:
+        if len(X) <= rows:
             return fg_rows(X, idx)
-        parts = [fg_rows(X[i : i + CHUNK_ROWS], idx[i : i + CHUNK_ROWS]) for i in range(0, len(X), CHUNK_ROWS)]
+        parts = [fg_rows(X[i : i + rows], idx[i : i + rows]) for i in range(0, len(X), rows)]
         return np.concatenate([p[0] for p in parts]), np.vstack([p[1] for p in parts])
 
     return fg
@@ -61,8 +77,8 @@ class RowWeights:
     def __init__(self, W: np.ndarray | None = None, starts: int = 1):
         self.W, self.starts = W, starts
 
-    def __call__(self, idx: np.ndarray) -> np.ndarray | None:
-        return None if self.W is None else self.W[idx // self.starts]
+    def __call__(self, idx: np.ndarray, points: slice = slice(None)) -> np.ndarray | None:
+        return None if self.W is None else self.W[idx // self.starts, points]
 
 
 def chinchilla_objective(N, D, L, delta: float = HUBER_DELTA, weights: RowWeights | None = None):
@@ -70,18 +86,19 @@ def chinchilla_objective(N, D, L, delta: float = HUBER_DELTA, weights: RowWeight
     lN, lD, lL = (np.log(np.asarray(x, dtype=np.float64)) for x in (N, D, L))
     weights = weights or RowWeights()
 
-    def fg(X: np.ndarray, idx: np.ndarray):
+    def fg(X: np.ndarray, idx: np.ndarray, points: slice):
+        ln, ld = lN[points], lD[points]
         a, b, e, al, be = (X[:, i, None] for i in range(5))
-        pred, w0, w1, w2, tot = _lse3(a - al * lN, b - be * lD, np.broadcast_to(e, (len(X), len(lN))))
-        f, s = _huber_and_slope(pred - lL, delta, weights(idx))
+        pred, w0, w1, w2, tot = _lse3(a - al * ln, b - be * ld, np.broadcast_to(e, (len(X), len(ln))))
+        f, s = _huber_and_slope(pred - lL[points], delta, weights(idx, points))
         s /= tot
         g0, g1 = s * w0, s * w1
         # einsum, not @: tiny BLAS calls go multi-threaded and stall when the cores are shared
-        G = np.stack([g0.sum(1), g1.sum(1), np.einsum("sn,sn->s", s, w2), -np.einsum("sn,n->s", g0, lN),
-                      -np.einsum("sn,n->s", g1, lD)], axis=1)
+        G = np.stack([g0.sum(1), g1.sum(1), np.einsum("sn,sn->s", s, w2), -np.einsum("sn,n->s", g0, ln),
+                      -np.einsum("sn,n->s", g1, ld)], axis=1)
         return f, G
 
-    return chunked(fg)
+    return blocked(fg, len(lN))
 
 
 def log_optimal_params(theta: np.ndarray, U: np.ndarray) -> np.ndarray:
@@ -124,16 +141,16 @@ def repetition_objective(base: ChinchillaLaw | np.ndarray, N, D, U, L, delta: fl
         d_value = U0 * star * (gain - x * np.exp(-x))
         return value, d_value
 
-    def fg(X: np.ndarray, idx: np.ndarray):
+    def fg(X: np.ndarray, idx: np.ndarray, points: slice):
         rep = idx // per_replicate if len(theta) > 1 else np.zeros(len(idx), dtype=int)
         a, b, e, alpha, beta = (theta[rep, i, None] for i in range(5))
-        Dp, dDp = effective(U_D, R_D, X[:, 0])
-        Np, dNp = effective(U_N[rep], R_N[rep], X[:, 1])
+        Dp, dDp = effective(U_D[points], R_D[points], X[:, 0])
+        Np, dNp = effective(U_N[rep, points], R_N[rep, points], X[:, 1])
         pred, w0, w1, _, tot = _lse3(a - alpha * np.log(Np), b - beta * np.log(Dp), np.broadcast_to(e, Dp.shape))
-        f, s = _huber_and_slope(pred - lL, delta, weights(idx))
+        f, s = _huber_and_slope(pred - lL[points], delta, weights(idx, points))
         s /= tot
         gD = -(s * w1 * beta * dDp / Dp).sum(1)
         gN = -(s * w0 * alpha * dNp / Np).sum(1)
         return f, np.stack([gD, gN], axis=1)
 
-    return chunked(fg)
+    return blocked(fg, len(L))

@@ -3,7 +3,8 @@
 Layout: `transformers.LlamaForCausalLM.from_pretrained(dir)` loads the directory and gives the same logits.
 A tied model stores no `lm_head.weight` (transformers ties it from `tie_word_embeddings`). datawall.json is
 optional on load, so any plain Llama directory with a datawall tokenizer loads (meta is then {}); a
-datawall.json that is present must be valid. Weights of any float dtype load as float32.
+datawall.json that is present must be valid. Weights of any float dtype load as float32; a tensor holding
+NaN or inf is refused at load, naming it.
 """
 
 from __future__ import annotations
@@ -285,6 +286,10 @@ def _load_weights(directory: Path) -> tuple[ModelConfig, Transformer]:
             )
         if not tensors[name].is_floating_point():
             raise DatawallError(f"{path}: tensor {name} has non-float dtype {tensors[name].dtype}")
+        if not torch.isfinite(tensors[name]).all():  # one pass per tensor; NaN weights give NaN logits everywhere
+            bad = int((~torch.isfinite(tensors[name])).sum())
+            raise DatawallError(f"{path}: tensor {name} holds {bad:,} non-finite value(s) (NaN or inf) of "
+                                f"{tensors[name].numel():,}; the run that wrote it diverged")
     extra = [k for k in tensors if k not in expected and not k.endswith(IGNORED_KEYS) and k != "lm_head.weight"]
     if extra:
         raise DatawallError(f"{path}: unexpected tensor(s) {', '.join(sorted(extra)[:3])}")

@@ -1,8 +1,10 @@
 """Your own problems from a JSON Lines file: `jsonl:PATH`.
 
 One JSON object per line with "question" (string) and "answer" (string or number), optionally "solution"
-(string, the worked solution) and "split" ("train" or "test"); other keys are ignored. Blank lines are
-skipped; any other line that is not such an object is an error naming file:line.
+(string, the worked solution) and "split" ("train" or "test"); other keys are ignored. Lines end at "\n"
+only (a raw U+2028 inside a string is text, as JSON allows). Blank lines are skipped; any other line that is
+not such an object is an error naming file:line, and so is one nested too deeply to parse. Numbers are
+kept as written ('2.50', a 5,000-digit integer), never rounded through a float or an int.
 
 GSM8K rows work as they are: when "answer" holds a worked solution ending in a '#### 72' line, that text
 is the solution and 72 the answer. Without a solution, the reference solution is the line '#### <answer>'.
@@ -12,7 +14,9 @@ Prompt: ``Question: <question>\\nAnswer:\\n``; the solution follows on the next 
 numbers (commas in '1,234' are ignored; relative `tolerance`), else as whitespace-normalized text.
 
 Split: the row's "split" if present, else a stable hash of the question (share `test_fraction` is held
-out). A question that appears in both splits is an error, so train and test never share a problem.
+out). A question that appears in both splits is an error, so train and test never share a problem; a row
+that repeats an earlier row's question in the same split is skipped (it is not a second problem; `describe`
+counts them), unless its answer differs, which is an error naming both lines.
 """
 
 from __future__ import annotations
@@ -40,6 +44,39 @@ from datawall.tasks.splits import SPLITS, check_split, split_of
 PROMPT = "Question: {question}\nAnswer:\n"
 
 
+class _Number:
+    """A JSON number as written in the file (json's parse_int/parse_float hook): no float or int conversion."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _kind(value: Any) -> str:
+    """The JSON type name of a parsed value."""
+    if isinstance(value, _Number):
+        return "number"
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _parse(line: str, where: str) -> Any:
+    """One line as JSON, numbers kept as text; DatawallError naming `where` for anything that is not JSON."""
+    try:
+        return json.loads(line, parse_int=_Number, parse_float=_Number, parse_constant=_reject_constant)
+    except json.JSONDecodeError as e:
+        raise DatawallError(f"{where}: invalid JSON ({e.msg}, column {e.colno})") from None
+    except ValueError as e:  # NaN / Infinity
+        raise DatawallError(f"{where}: invalid JSON ({e})") from None
+    except RecursionError:  # json's C scanner gives up cleanly at the interpreter's recursion limit
+        raise DatawallError(f"{where}: invalid JSON (nested too deeply)") from None
+
+
 class JsonlSettings(TaskSettings):
     """Settings of a `jsonl:PATH` task."""
 
@@ -60,24 +97,25 @@ def _canonical_answer(text: str) -> str:
 def _row(obj: Any, where: str) -> dict[str, str]:
     """Validate one parsed line; returns question, answer, solution and split (may be '')."""
     if not isinstance(obj, dict):
-        raise DatawallError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        raise DatawallError(f"{where}: expected a JSON object, got {_kind(obj)}")
     for key in ("question", "answer"):
         if key not in obj:
             raise DatawallError(f"{where}: missing key {key!r}")
     question, answer = obj["question"], obj["answer"]
     if not isinstance(question, str) or not question.strip():
         raise DatawallError(f"{where}: 'question' must be a non-empty string")
-    if isinstance(answer, bool) or not isinstance(answer, str | int | float):
-        raise DatawallError(f"{where}: 'answer' must be a string or a number, got {type(answer).__name__}")
-    answer = str(answer).strip()
+    if not isinstance(answer, str | _Number):
+        raise DatawallError(f"{where}: 'answer' must be a string or a number, got {_kind(answer)}")
+    answer = (answer.text if isinstance(answer, _Number) else answer).strip()
     if not answer:
         raise DatawallError(f"{where}: 'answer' is empty")
     solution = obj.get("solution")
     if solution is not None and not isinstance(solution, str):
-        raise DatawallError(f"{where}: 'solution' must be a string, got {type(solution).__name__}")
+        raise DatawallError(f"{where}: 'solution' must be a string, got {_kind(solution)}")
     split = obj.get("split", "")
     if split != "" and split not in SPLITS:
-        raise DatawallError(f"{where}: 'split' must be one of {', '.join(SPLITS)}, got {split!r}")
+        shown = repr(split) if isinstance(split, str) else _kind(split)
+        raise DatawallError(f"{where}: 'split' must be one of {', '.join(SPLITS)}, got {shown}")
     final = extract_final_answer(answer)
     if final is not None:  # GSM8K: 'answer' holds the worked solution; its last line is the answer
         solution, answer = answer if solution is None else solution, final
@@ -117,24 +155,29 @@ class JsonlTask(Task):
             raise DatawallError(f"{s.path}: cannot read ({e.strerror or e})") from None
         self.digest = hashlib.sha256(data).hexdigest()
         try:
-            text = data.decode("utf-8")
+            text = data.decode("utf-8-sig")
         except UnicodeDecodeError as e:
             raise DatawallError(f"{s.path}: not UTF-8 text (byte {e.start})") from None
-        seen: dict[str, tuple[str, int]] = {}  # question -> (split, line) of its first row
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        seen: dict[str, tuple[str, int, str]] = {}  # question -> (split, line, answer) of its first row
+        self.repeats_skipped = 0
+        # lines end at "\n" only: str.splitlines() would also split at U+2028, U+0085, form feeds ... inside strings
+        for lineno, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             where = f"{s.path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatawallError(f"{where}: invalid JSON ({e.msg}, column {e.colno})") from None
-            row = _row(obj, where)
+            row = _row(_parse(line, where), where)
             split = row["split"] or split_of("jsonl", row["question"], s.test_fraction)
-            if row["question"] in seen and seen[row["question"]][0] != split:
-                other, other_line = seen[row["question"]]
-                raise DatawallError(f"{where}: this question is also in the {other} split (line {other_line})")
-            seen.setdefault(row["question"], (split, lineno))
+            first = seen.get(row["question"])
+            if first is not None:
+                other, other_line, other_answer = first
+                if other != split:
+                    raise DatawallError(f"{where}: this question is also in the {other} split (line {other_line})")
+                if not answers_match(row["answer"], other_answer, s.tolerance):
+                    raise DatawallError(f"{where}: this question is also on line {other_line}, with answer "
+                                        f"{other_answer!r}, not {row['answer']!r}; which one is right is ambiguous")
+                self.repeats_skipped += 1  # the same problem again is not a second problem of its split
+                continue
+            seen[row["question"]] = (split, lineno, row["answer"])
             meta = {"question": row["question"], "solution": row["solution"], "line": lineno}
             self._rows[split].append(Problem(prompt=PROMPT.format(question=row["question"]), answer=row["answer"],
                                              meta=meta, key=row["question"], split=split,
@@ -168,4 +211,6 @@ class JsonlTask(Task):
 
     def describe(self) -> str:
         n = {s: len(r) for s, r in self._rows.items()}
-        return f"{self.name}: {n['train']} train + {n['test']} test problems (sha256 {self.digest[:12]})"
+        skipped = self.repeats_skipped
+        repeats = f"; {skipped} repeated row{'s' if skipped != 1 else ''} skipped" if skipped else ""
+        return f"{self.name}: {n['train']} train + {n['test']} test problems{repeats} (sha256 {self.digest[:12]})"

@@ -27,6 +27,7 @@ from datawall.data import (
     load_corpus,
     task_docs,
 )
+from datawall.data.task_docs import SplitExhaustedError
 from datawall.errors import DatawallError
 from datawall.model import Transformer, load_checkpoint, model_config
 from datawall.tasks import get_task
@@ -47,7 +48,8 @@ class DataSpec(BaseModel):
     vocab_size: int = Field(4096, gt=256, description="BPE vocabulary for corpora")
     heldout_tokens: int | None = Field(None, gt=0, description="corpus tokens held out for eval loss "
                                        "(default: 10% of the corpus, at most 65,536)")
-    heldout_problems: int = Field(256, gt=0, description="task problems whose solutions give eval loss")
+    heldout_problems: int = Field(256, gt=0, description="task problems whose solutions give eval loss "
+                                  "(at most: all of a smaller test split)")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
@@ -78,8 +80,8 @@ def _build_data(spec: RunSpec, tok: Tokenizer | None):
         tok = tok or Tokenizer.for_chars(task.alphabet)
         # without a cap every training token is fresh: generate a little more than one epoch of problems
         unique = d.unique_tokens or int(spec.train.tokens * 1.02) + seq_len
-        docs = task_docs(task, tok, "train", unique_tokens=unique)
-        held = min(d.heldout_problems, task.size("test") or d.heldout_problems)  # a tiny world: all its test split
+        docs = _train_docs(task, tok, unique, d.unique_tokens is not None, spec.train.tokens)
+        held = min(d.heldout_problems, task.size("test") or d.heldout_problems)  # a file's split may be small
         heldout = example_rows(task_docs(task, tok, "test", count=held), tok.pad_id)
         stream = ExampleStream(docs, tok.pad_id, seed)
         if stream.seq_len > seq_len:
@@ -91,6 +93,23 @@ def _build_data(spec: RunSpec, tok: Tokenizer | None):
     held = d.heldout_tokens or min(65536, len(tokens) // 10)
     train_docs, held_docs = corpus_docs(tokens, bounds, seq_len, d.unique_tokens, held, seed)
     return tok, PackedStream(train_docs, seq_len, seed), heldout_rows(held_docs, seq_len), None
+
+
+def _train_docs(task, tok: Tokenizer, unique: int, capped: bool, tokens: int) -> list:
+    """The fewest train docs whose tokens reach `unique`; when the split has fewer, an error in real numbers
+    that says what to pass instead."""
+    if task.size("test") == 0:
+        raise DatawallError(f"{task.name}: the test split has no problems, and the held-out loss needs some "
+                            "(give rows \"split\": \"test\" or a larger test_fraction)")
+    try:
+        return task_docs(task, tok, "train", unique_tokens=unique)
+    except SplitExhaustedError as e:
+        have = f"{task.name}: the train split has {e.examples:,} distinct problems ({e.tokens:,} tokens)"
+        if capped:
+            raise DatawallError(f"{have}, fewer than --unique-tokens {unique:,}; pass --unique-tokens {e.tokens} "
+                                "or less") from None
+        raise DatawallError(f"{have}, but --tokens {tokens:,} with every token fresh needs {unique:,}; pass "
+                            f"--unique-tokens {e.tokens} (or less) to repeat them, or fewer --tokens") from None
 
 
 def _check_run_dir(run_dir: Path, spec: RunSpec) -> None:
@@ -152,8 +171,8 @@ def execute(spec: RunSpec, run_dir: str | Path, quiet: bool = False) -> dict:
         "machine": platform.processor() or platform.machine(),
     }
     if task is not None and spec.eval_problems > 0:
-        acc = task_accuracy(model, tok, task, problems=spec.eval_problems, device=spec.train.device,
-                            quiet=quiet)
+        problems = min(spec.eval_problems, task.size("test") or spec.eval_problems)  # all of a small test split
+        acc = task_accuracy(model, tok, task, problems=problems, device=spec.train.device, quiet=quiet)
         out |= {"accuracy": acc["accuracy"], "ci_low": acc["ci_low"], "ci_high": acc["ci_high"],
                 "eval_problems": acc["problems"]}
     atomic_write_json(run_dir / "result.json", out)
