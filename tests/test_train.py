@@ -152,6 +152,8 @@ def test_a_resumed_run_keeps_its_best_and_its_patience(tmp_path, crash_at):
     straight = train(Scalars(), PullToOne(), cfg, tmp_path / "a", ScalarFormat(), quiet=True)
     with pytest.raises(Crash):
         train(Scalars(), PullToOne(crash_at=crash_at), cfg, tmp_path / "b", ScalarFormat(), quiet=True)
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 99, "train_lo')  # a line a kill cut short
     model = Scalars()
     resumed = train(model, PullToOne(), cfg, tmp_path / "b", ScalarFormat(), quiet=True)
     assert _without_wall_time(_rows(tmp_path / "a")) == _without_wall_time(_rows(tmp_path / "b"))

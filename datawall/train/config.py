@@ -47,7 +47,8 @@ class LoopConfig(BaseModel):
         return value if value > 0 else max(1, self.steps // per_run)
 
     def loop(self) -> LoopConfig:
-        """The loop's configuration for this run (language-model runs never select or stop early)."""
+        """The loop's configuration for this run (no best-checkpoint selection: a run's identity is its
+        TrainConfig, which has no such fields, so study job keys stay as they were)."""
         return LoopConfig(steps=self.steps, optim=self.optim, eval_every=self.every(self.eval_every, 10),
                           checkpoint_every=self.every(self.checkpoint_every, 5),
                           log_every=max(1, self.steps // 200), device=self.device)
@@ -89,7 +90,8 @@ class TrainConfig(BaseModel):
         return value if value > 0 else max(1, self.steps // per_run)
 
     def loop(self) -> LoopConfig:
-        """The loop's configuration for this run (language-model runs never select or stop early)."""
+        """The loop's configuration for this run (no best-checkpoint selection: a run's identity is its
+        TrainConfig, which has no such fields, so study job keys stay as they were)."""
         return LoopConfig(steps=self.steps, optim=self.optim, eval_every=self.every(self.eval_every, 10),
                           checkpoint_every=self.every(self.checkpoint_every, 5),
                           log_every=max(1, self.steps // 200), device=self.device)

@@ -20,6 +20,7 @@ import torch
 
 from datawall.atomic import append_jsonl, atomic_write_text
 from datawall.counts import format_count
+from datawall.errors import DatawallError
 from datawall.progress import progress_bar
 from datawall.train.config import LoopConfig
 from datawall.train.objectives import Objective
@@ -62,12 +63,20 @@ def autocast(device: str):
     return contextlib.nullcontext()
 
 
+def _step_of(line: str) -> int | None:
+    """The step of a metrics line, or None for a line a kill cut short."""
+    try:
+        return json.loads(line).get("step", 0)
+    except ValueError:
+        return None
+
+
 def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric lines logged after the checkpoint we resume from, so a resumed log reads as one run."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip()
-            and json.loads(line).get("step", 0) <= last_step]
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and (step := _step_of(line)) is not None and step <= last_step]
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
@@ -191,7 +200,8 @@ def train(model: torch.nn.Module, objective: Objective, cfg: LoopConfig, run_dir
     if cfg.keep_best and state.best_step is not None:
         found = find_best(run_dir)
         if found is None:
-            raise FileNotFoundError(f"{run_dir}/best: missing, though the loop state records a best step")
+            raise DatawallError(f"{run_dir / 'best'}: missing, though the checkpoint records a best evaluation "
+                                f"(step {state.best_step}); remove {run_dir} to train again")
         fmt.load_into(model, found[0])
         last_eval = dict(state.best_metrics)
     elif not last_eval:  # resumed an already finished loop
