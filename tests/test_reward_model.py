@@ -37,6 +37,7 @@ from datawall.train.objectives.reward_metrics import auc, within_problem_auc
 
 TASK = get_task("arith", digits=1)
 MAX_NEW = 12
+HOT = 1.7  # sampling temperature of every reward-model data set here (see `policy`)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,8 +51,14 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
-    """A 100k policy trained briefly on 1-digit addition: right on roughly half of its samples."""
-    model, tok = train_policy(TASK, count=500, lr=3e-3, max_seq_len=32)
+    """A 100k policy trained to saturation on 1-digit addition (~95% right at temperature 1).
+
+    A clear-cut world for the learned tests: a converged policy is much the same model whatever the float
+    kernels (a half-trained one is not: at 200 steps its accuracy moved from 35% to 47% between AVX2 and the
+    default kernels), and sampled hot (HOT) it is right on about two thirds of its samples, wrong where a sampled
+    token it did not believe in derailed it: what a reward model initialised from it can learn to see.
+    """
+    model, tok = train_policy(TASK, count=500, lr=3e-3, max_seq_len=32, steps=600)
     path = save_checkpoint(tmp_path_factory.mktemp("policy") / "ckpt", model, tok)
     return path, model, tok
 
@@ -59,18 +66,22 @@ def policy(tmp_path_factory):
 @pytest.fixture(scope="module")
 def solutions(policy):
     _, model, tok = policy
-    sols, stats = sample_solutions(model, tok, TASK, train_problems(TASK, 120), n=16, max_new_tokens=MAX_NEW, seed=0)
+    sols, stats = sample_solutions(model, tok, TASK, train_problems(TASK, 120), n=16, max_new_tokens=MAX_NEW,
+                                   temperature=HOT, seed=0)
     return sols, stats
+
+
+def _fit_orm(policy, solutions, seed: int) -> RewardModel:
+    rm = RewardModel.from_policy(policy[0], "orm")
+    metrics = train_reward_model(rm, orm_examples(solutions[0]), RewardTrainConfig(epochs=6, lr=1e-3, head_lr=3e-3,
+                                 batch_size=64, seed=seed), quiet=True)
+    rm.info["metrics"] = metrics
+    return rm
 
 
 @pytest.fixture(scope="module")
 def orm(policy, solutions):
-    path, _, _ = policy
-    rm = RewardModel.from_policy(path, "orm")
-    metrics = train_reward_model(rm, orm_examples(solutions[0]),
-                                 RewardTrainConfig(epochs=6, lr=1e-3, head_lr=3e-3, batch_size=64), quiet=True)
-    rm.info["metrics"] = metrics
-    return rm
+    return _fit_orm(policy, solutions, seed=0)
 
 
 # --- pure pieces -----------------------------------------------------------------------------------
@@ -207,28 +218,37 @@ def test_only_train_split_problems(policy, solutions):
     assert all(s.problem.split == "train" for s in sols) and stats["solutions"] == len(sols) == 120 * 16
     held_out = {p.prompt for p in TASK.problems("test", 50)}  # what `think` measures on
     assert held_out.isdisjoint({e.prompt for e in orm_examples(sols)})
-    assert 0.2 < stats["correct_rate"] < 0.8  # the setting the ORM test below relies on
 
 
 # --- ORM ---------------------------------------------------------------------------------------------
 
 
-def test_orm_separates_correct_from_incorrect_on_held_out_problems(policy, orm):
+@pytest.mark.learned
+def test_orm_separates_correct_from_incorrect_on_held_out_problems(policy, solutions, orm):
+    """Three ORMs (seeds of the held-out split and the batch order) on the same samples; at least two must
+    separate held-out solutions clearly (measured: AUC 0.74-0.86 under AVX2 and the default kernels; chance is
+    0.5), so neither one unlucky trajectory nor a kernel change decides the outcome."""
     _, model, tok = policy
-    problems = TASK.problems("test", 40)
-    outs = generate(model, tok, [p.prompt for p in problems], n=8, max_new_tokens=MAX_NEW, seed=123)
-    scores, labels = [], []
-    for p, row in zip(problems, outs, strict=True):
-        scores += score_completions(orm, p.prompt, [s.text for s in row])
-        labels += [TASK.verify(p, s.text) == 1.0 for s in row]
-    scores, labels = np.array(scores), np.array(labels)
-    assert 0.1 < labels.mean() < 0.9
-    assert auc(scores, labels) > 0.65
-    assert scores[labels].mean() > scores[~labels].mean()
-    val = orm.info["metrics"]["val"]
-    assert val["auc"] > 0.6 and 0 <= val["accuracy"] <= 1 and orm.info["metrics"]["val_problems"] > 0
+    assert 0.3 < solutions[1]["correct_rate"] < 0.9  # mixed samples: something to separate
+    # every distinct held-out prompt (1-digit addition has few), 16 hot samples each
+    problems = list({p.prompt: p for p in TASK.problems("test", 200)}.values())
+    outs = generate(model, tok, [p.prompt for p in problems], n=16, max_new_tokens=MAX_NEW, temperature=HOT,
+                    seed=123)
+    texts = [(p, s.text) for p, row in zip(problems, outs, strict=True) for s in row]
+    labels = np.array([TASK.verify(p, text) == 1.0 for p, text in texts])
+    assert len(problems) >= 15 and 0.2 < labels.mean() < 0.9
+    aucs, gaps = [], []
+    for rm in (orm, _fit_orm(policy, solutions, seed=1), _fit_orm(policy, solutions, seed=2)):
+        scores = np.array([score_completions(rm, p.prompt, [text])[0] for p, text in texts])
+        aucs.append(auc(scores, labels))
+        gaps.append(scores[labels].mean() - scores[~labels].mean())
+        val = rm.info["metrics"]["val"]
+        assert 0 <= val["accuracy"] <= 1 and rm.info["metrics"]["val_problems"] > 0
+    assert sorted(aucs)[1] > 0.65, aucs  # the median of three
+    assert sum(g > 0 for g in gaps) >= 2, gaps  # right solutions score higher on average
 
 
+@pytest.mark.learned
 def test_pairwise_training_stops_on_within_problem_auc(policy, solutions):
     path, _, _ = policy
     rm = RewardModel.from_policy(path, "orm")
@@ -247,7 +267,7 @@ def test_save_load_round_trip_and_errors(orm, policy, tmp_path):
     assert {"reward_model.safetensors", "reward_model.json", "tokenizer.json"} <= {f.name for f in path.iterdir()}
     loaded = RewardModel.load(path)
     assert loaded.kind == "orm" and score_completions(loaded, prompt, comps) == before
-    assert json.loads((path / "reward_model.json").read_text())["metrics"]["val"]["auc"] > 0.5
+    assert json.loads((path / "reward_model.json").read_text())["metrics"]["val"] == orm.info["metrics"]["val"]
     orm.save(path)  # replacing a reward model in place is fine
     # batched, padded scoring equals scoring one at a time; a prefix scored alone equals its step score
     assert [score_completions(orm, prompt, [c])[0] for c in comps] == pytest.approx(before, abs=1e-6)
