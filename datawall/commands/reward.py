@@ -37,9 +37,12 @@ def train(
     max_tokens: Annotated[int | None, typer.Option(help="Max new tokens per sample (default: 1.5 x the "
                                                    "longest reference solution).")] = None,
     epochs: Annotated[int, typer.Option(help="Max training epochs (early stopping on held-out problems).")] = 6,
+    patience: Annotated[int, typer.Option(help="Epochs without held-out improvement tolerated; one more stops "
+                                          "training (the best epoch is kept).")] = 2,
     lr: Annotated[float, typer.Option(help="AdamW learning rate of the backbone.")] = 1e-3,
     head_lr: Annotated[float, typer.Option(help="AdamW learning rate of the new scalar head.")] = 3e-3,
     batch_size: Annotated[int, typer.Option(help="Solutions per optimizer step.")] = 64,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per step (same step, less memory).")] = 1,
     pairwise: Annotated[float, typer.Option(help="Weight of a within-problem ranking loss (right solution above "
                                             "wrong one of the same problem); early stopping then maximises "
                                             "within-problem AUC. 0: verifier BCE only.")] = 0.0,
@@ -47,14 +50,17 @@ def train(
                                             "and metrics.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of sampling, rollouts, split and data order.")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    force: Annotated[bool, typer.Option(help="Rebuild even if OUT holds a model built with these "
-                                        "settings.")] = False,
+    run_dir: Annotated[Path | None, typer.Option(help="Training run directory (labelled samples, metrics.jsonl, "
+                                                "checkpoints, best epoch); killed and rerun, the build resumes "
+                                                "from it. Default: OUT.run.")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild from scratch (resample, retrain) even if OUT holds a model "
+                                        "built with these settings.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Sample train-split solutions, label them with the verifier (ORM) or rollouts (PRM), fit, save to OUT."""
     from datawall.rewards.build import RewardBuildConfig, build_reward_model
-    from datawall.rewards.train import RewardTrainConfig
     from datawall.tasks.registry import parse_task_args
+    from datawall.train.objectives.reward import RewardTrainConfig
 
     if not model.is_dir():
         raise DatawallError(f"--model {model}: no such directory")
@@ -63,17 +69,19 @@ def train(
             model=str(model), task=task, task_args=parse_task_args(task_args), kind=kind, problems=problems,
             first_problem=first_problem, n=n,
             rollouts=rollouts, label=label, temperature=temperature, max_tokens=max_tokens, seed=seed,
-            train=RewardTrainConfig(epochs=epochs, lr=lr, head_lr=head_lr, batch_size=batch_size,
-                                    pairwise=pairwise, val_frac=val_frac, seed=seed, device=device))
+            train=RewardTrainConfig(epochs=epochs, patience=patience, lr=lr, head_lr=head_lr,
+                                    batch_size=batch_size, grad_accum=grad_accum, pairwise=pairwise,
+                                    val_frac=val_frac, seed=seed, device=device))
     except ValidationError as e:
         raise validation_error(e, flags=True) from None
-    info = build_reward_model(cfg, out, quiet=as_json, force=force)
+    info = build_reward_model(cfg, out, quiet=as_json, force=force, run_dir=run_dir)
     val = info["metrics"].get("val") or {}
     result = {"out": str(out), "kind": info["kind"], "reused": info["reused"], "params": info["params"],
               "base_model": info["base_model"], "data": info["data"], "val_accuracy": val.get("accuracy"),
               "val_auc": val.get("auc"), "val_outcome_auc": val.get("outcome_auc"),
               "val_within_problem_auc": val.get("within_problem_auc"), "val_loss": val.get("loss"),
-              "epochs_run": info["metrics"]["epochs_run"], "cost": info["cost"]}
+              "epochs_run": info["metrics"]["epochs_run"], "best_epoch": info["metrics"].get("best_epoch"),
+              "run_dir": info.get("run_dir"), "cost": info["cost"]}
     if as_json:
         print(json.dumps(result))
         return
@@ -88,7 +96,8 @@ def train(
 
     print(f"held-out train problems: accuracy {fmt(result['val_accuracy'])}  AUC {fmt(result['val_auc'])}  "
           f"outcome AUC {fmt(result['val_outcome_auc'])}  within-problem AUC "
-          f"{fmt(result['val_within_problem_auc'])}  ({result['epochs_run']} epochs)")
+          f"{fmt(result['val_within_problem_auc'])}  ({result['epochs_run']} epochs, best: "
+          f"{result['best_epoch'] or '-'})")
     print(f"cost: {result['cost']['data_flops']:.3g} FLOPs of data, {result['cost']['train_flops']:.3g} of "
           f"training  ->  {out}")
 

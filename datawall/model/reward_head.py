@@ -3,7 +3,7 @@
 An outcome reward model (ORM) is read at the completion's last token; a process reward model (PRM) at the last
 token of each step (steps are the lines of a worked solution). Both are initialised from the policy checkpoint
 they will judge (standard practice: the judge starts from the policy's representations), trained with BCE on
-soft targets (datawall.rewards.train), and stored as a directory:
+soft targets (datawall.train.objectives.reward, on the one training loop), and stored as a directory:
 
     reward_model.safetensors   backbone weights (datawall layout) + head.weight, head.bias
     reward_model.json          kind, model shape, base model, data stats, training metrics
@@ -13,7 +13,7 @@ soft targets (datawall.rewards.train), and stored as a directory:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +143,11 @@ class RewardModel(nn.Module):
 
     # -- storage --------------------------------------------------------------------------------
 
-    def save(self, directory: str | Path) -> Path:
-        """Write the reward-model directory atomically (a previous reward model there is replaced)."""
+    def save(self, directory: str | Path, extra: Callable[[Path], None] | None = None) -> Path:
+        """Write the reward-model directory atomically (a previous reward model there is replaced).
+
+        `extra(tmp)` may add files (a trainer's optimizer state) that are swapped in with the rest.
+        """
         directory = Path(directory)
         if directory.exists() and (not directory.is_dir() or (any(directory.iterdir())
                                                               and not (directory / INFO).is_file())):
@@ -158,6 +161,8 @@ class RewardModel(nn.Module):
             save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
             (tmp / INFO).write_text(json.dumps(info, indent=2) + "\n")
             self.tokenizer.save(tmp, model_max_length=self.config.max_seq_len)
+            if extra is not None:
+                extra(tmp)
         self.info = info
         return directory
 

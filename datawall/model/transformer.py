@@ -255,22 +255,6 @@ class Transformer(nn.Module):
                 total -= self.lm_head.weight.numel()
         return total
 
-    def configure_optimizer(
-        self, weight_decay: float, lr: float, betas: tuple[float, float] = (0.9, 0.95)
-    ) -> torch.optim.AdamW:
-        """AdamW with weight decay on matmul weights only (not on norm gains or the embedding)."""
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            (decay if p.dim() >= 2 and name != "tok_emb.weight" else no_decay).append(p)
-        groups = [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        fused = next(self.parameters()).is_cuda
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
-
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KV cache for batch_size rows and up to max_len (default max_seq_len) positions."""
         return KVCache.for_model(self, batch_size, max_len or self.config.max_seq_len)

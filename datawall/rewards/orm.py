@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datawall.errors import DatawallError
 from datawall.model.flops import sample_flops
 from datawall.model.sampler import generate
-from datawall.rewards.train import ScoredExample
 from datawall.tasks import Problem
+from datawall.train.objectives.reward import ScoredExample
 
 
 @dataclass

@@ -17,8 +17,8 @@ from datawall.errors import DatawallError
 from datawall.model.sampler import generate
 from datawall.rewards.orm import SampledSolution, check_train_only, query_flops
 from datawall.rewards.steps import split_steps
-from datawall.rewards.train import ScoredExample
 from datawall.sampling.backends import mix_seed
+from datawall.train.objectives.reward import ScoredExample
 
 LABELS = ("soft", "hard")
 

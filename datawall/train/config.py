@@ -1,4 +1,4 @@
-"""Typed configuration of one training run (pretraining or supervised fine-tuning)."""
+"""Typed configuration of the training loop (LoopConfig) and of a pretraining or fine-tuning run (TrainConfig)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,45 @@ class OptimConfig(BaseModel):
     grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 disables clipping")
 
 
+class LoopConfig(BaseModel):
+    """What the one loop needs besides the model and its objective: steps, optimizer, and when to evaluate,
+    checkpoint, log, keep the best weights and stop early."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(gt=0, description="optimizer steps (the schedule spans them; early stopping may end sooner)")
+    optim: OptimConfig = OptimConfig()
+    eval_every: int = Field(0, ge=0, description="steps between evaluations; 0 = about 10 per run")
+    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0 = about 5 per run")
+    log_every: int = Field(0, ge=0, description="steps between metrics lines (evaluations are always logged); "
+                           "0 = about 200 per run")
+    keep_best: bool = Field(False, description="keep the weights of the best evaluation (by the objective's "
+                            "criterion) in run_dir/best and end the run on them")
+    patience: int | None = Field(None, ge=0, description="evaluations without improvement tolerated; one more "
+                                 "stops the run (None: never stop early)")
+    min_delta: float = Field(1e-6, ge=0, description="how much lower a criterion must be to count as improved")
+    device: str = "cpu"
+
+    def every(self, value: int, per_run: int) -> int:
+        """An interval in steps: `value`, or `per_run` evenly spaced events when value is 0."""
+        return value if value > 0 else max(1, self.steps // per_run)
+
+    def loop(self) -> LoopConfig:
+        """The loop's configuration for this run (no best-checkpoint selection: a run's identity is its
+        TrainConfig, which has no such fields, so study job keys stay as they were)."""
+        return LoopConfig(steps=self.steps, optim=self.optim, eval_every=self.every(self.eval_every, 10),
+                          checkpoint_every=self.every(self.checkpoint_every, 5),
+                          log_every=max(1, self.steps // 200), device=self.device)
+
+    @property
+    def selects(self) -> bool:
+        """Whether evaluations are compared (to keep the best weights or to stop early)."""
+        return self.keep_best or self.patience is not None
+
+
 class TrainConfig(BaseModel):
-    """Everything the loop needs besides the model and the data."""
+    """A pretraining or fine-tuning run's training: a token budget, batches, the optimizer; the loop's steps
+    follow from them (see `loop()`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -51,3 +88,10 @@ class TrainConfig(BaseModel):
     def every(self, value: int, per_run: int) -> int:
         """An interval in steps: `value`, or `per_run` evenly spaced events when value is 0."""
         return value if value > 0 else max(1, self.steps // per_run)
+
+    def loop(self) -> LoopConfig:
+        """The loop's configuration for this run (no best-checkpoint selection: a run's identity is its
+        TrainConfig, which has no such fields, so study job keys stay as they were)."""
+        return LoopConfig(steps=self.steps, optim=self.optim, eval_every=self.every(self.eval_every, 10),
+                          checkpoint_every=self.every(self.checkpoint_every, 5),
+                          log_every=max(1, self.steps // 200), device=self.device)

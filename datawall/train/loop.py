@@ -1,141 +1,152 @@
-"""The one training loop: pretraining and supervised fine-tuning (masked targets are -100).
+"""The one training loop: AdamW, warmup + cosine/WSD/constant, clipping, accumulation, bf16 autocast on CUDA,
+periodic evaluation, best-checkpoint selection and early stopping, for any objective (datawall.train.objectives).
 
-Resumable: the batch at step s is a pure function of (data seed, s), and checkpoints hold the weights,
-AdamW moments and loop counters, so a run killed at any point and restarted reaches the same losses.
+Resumable: the batches of step s are a pure function of (the objective's seed, s), and checkpoints hold the
+weights, AdamW moments and loop counters (best evaluation and patience included), so a run killed at any point
+and restarted reaches the same losses, bit for bit on CPU. Resuming cuts metrics.jsonl back to the checkpoint's
+step, so a resumed log reads like an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from datawall.atomic import append_jsonl, atomic_write_text
 from datawall.counts import format_count
-from datawall.model import train_flops_per_token
+from datawall.errors import DatawallError
 from datawall.progress import progress_bar
-from datawall.train.config import TrainConfig
+from datawall.train.config import LoopConfig
+from datawall.train.objectives import Objective
+from datawall.train.optim import make_optimizer, set_lr
 from datawall.train.schedule import lr_at
 from datawall.train.state import (
     LoopState,
+    ModelFormat,
+    find_best,
     find_training_checkpoint,
     load_training_checkpoint,
+    save_best,
     save_training_checkpoint,
 )
 
 
 @dataclass
 class TrainResult:
-    """What a finished loop reports."""
+    """What a finished loop reports (eval: the last evaluation, or the best one when the run kept it)."""
 
     steps: int
     tokens: int
     flops: float
     wall_seconds: float
     train_loss: float
-    eval_loss: float | None
+    eval: dict = field(default_factory=dict)
+    best_step: int | None = None
+    stopped_early: bool = False
 
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (norm gains are not decayed)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.optim.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+    @property
+    def eval_loss(self) -> float | None:
+        """Held-out loss of a language-model objective (None without held-out rows)."""
+        return self.eval.get("eval_loss")
 
 
 def autocast(device: str):
     """bf16 autocast on CUDA; plain fp32 elsewhere."""
-    if device.startswith("cuda"):
+    if str(device).startswith("cuda"):
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-@torch.no_grad()
-def heldout_loss(model: torch.nn.Module, rows: tuple[torch.Tensor, torch.Tensor], device: str,
-                 batch_size: int = 32) -> float:
-    """Mean cross-entropy (nats per target token) over fixed held-out rows."""
-    was_training = model.training
-    model.eval()
-    x_all, y_all = rows
-    total, count = 0.0, 0
-    for i in range(0, len(x_all), batch_size):
-        x, y = x_all[i:i + batch_size].to(device), y_all[i:i + batch_size].to(device)
-        with autocast(device):
-            logits = model(x)
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100,
-                                 reduction="sum").item()
-        count += int((y != -100).sum())
-    model.train(was_training)
-    return total / max(1, count)
+def _step_of(line: str) -> int | None:
+    """The step of a metrics line, or None for a line a kill cut short."""
+    try:
+        return json.loads(line).get("step", 0)
+    except ValueError:
+        return None
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric lines logged after the checkpoint we resume from, so a resumed log reads as one run."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip()
-            and json.loads(line).get("step", 0) <= last_step]
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and (step := _step_of(line)) is not None and step <= last_step]
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
-def train(model: torch.nn.Module, tokenizer, stream, heldout, cfg: TrainConfig, run_dir: str | Path,
-          meta: dict | None = None, quiet: bool = False) -> TrainResult:
-    """Train `model` on `stream` for cfg.tokens tokens, checkpointing into run_dir/checkpoint; resumes."""
+def _improved(score, best: float | None, min_delta: float) -> bool:
+    """Whether a criterion value beats the best so far (NaN or a missing value never does)."""
+    if score is None or not math.isfinite(score):
+        return False
+    return best is None or score < best - min_delta
+
+
+def train(model: torch.nn.Module, objective: Objective, cfg: LoopConfig, run_dir: str | Path, fmt: ModelFormat,
+          quiet: bool = False) -> TrainResult:
+    """Train `model` on `objective` for cfg.steps steps, checkpointing into run_dir/checkpoint; resumes.
+
+    With cfg.keep_best the weights of the best evaluation by objective.criterion are kept in run_dir/best and
+    loaded into `model` at the end; with cfg.patience the run stops after that many evaluations without
+    improvement plus one. Both need the objective to name a criterion.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device, meta = cfg.device, dict(meta or {})
-    model.to(device).train()
-    optimizer = make_optimizer(model, cfg)
+    selects = cfg.selects
+    if selects and objective.criterion is None:
+        raise ValueError(f"keep_best/patience need an objective with a criterion ({objective.name} has none)")
+    model.to(cfg.device).train()
+    optimizer, lr_mults = make_optimizer(objective.param_groups(model), cfg.optim)
     state = LoopState()
     resume_from = find_training_checkpoint(run_dir)
     if resume_from is not None:
-        state = load_training_checkpoint(resume_from, model, optimizer)
+        state = load_training_checkpoint(resume_from, model, fmt, optimizer)
     metrics_path = run_dir / "metrics.jsonl"
     _truncate_metrics(metrics_path, state.step)
 
-    steps, accum = cfg.steps, cfg.grad_accum
-    micro = cfg.batch_size // accum
-    flops_per_token = train_flops_per_token(model.config, cfg.seq_len)
+    steps = cfg.steps
     eval_every = cfg.every(cfg.eval_every, 10)
     ckpt_every = cfg.every(cfg.checkpoint_every, 5)
-    log_every = max(1, steps // 200)
+    log_every = cfg.every(cfg.log_every, 200)
 
     def checkpoint() -> None:
-        save_training_checkpoint(run_dir, model, tokenizer, meta, optimizer, state)
+        save_training_checkpoint(run_dir, model, fmt, optimizer, state)
 
-    train_loss, eval_loss = float("nan"), None
+    def keep_best() -> None:
+        save_best(run_dir, model, fmt, state, objective.criterion)
+
+    if cfg.keep_best and state.best_step is not None and state.best_step == state.step:
+        found = find_best(run_dir)  # a crash between the checkpoint of a new best and its copy: copy it now
+        if found is None or found[1].get("step") != state.best_step:
+            keep_best()
+
+    train_loss, last_eval = float("nan"), {}
     with progress_bar(disable=quiet) as bar:
-        job = bar.add_task("train", total=steps, completed=state.step, rate="-", info="")
+        job = bar.add_task(objective.name, total=steps, completed=state.step, rate="-", info="")
         t_last, tokens_last = time.perf_counter(), state.tokens
-        # True from the optimizer update until that step is logged: an interrupt (which arrives as an exception
-        # at any point) then keeps the last whole checkpoint instead of saving weights and a log out of step
+        # True from the optimizer update until that step is logged and checkpointed: an interrupt (which arrives
+        # as an exception at any point) then keeps the last whole checkpoint instead of saving weights and a log
+        # out of step
         mid_update = False
         try:
-            while state.step < steps:
+            while state.step < steps and not state.stopped:
                 t0 = time.perf_counter()
                 lr = lr_at(state.step, steps, cfg.optim)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                batches = [stream.batch(state.step * accum + i, micro) for i in range(accum)]
-                targets = sum(int((y != -100).sum()) for _, y in batches)
-                positions = sum(x.numel() for x, _ in batches)  # example streams trim padding per batch
-                loss_sum = 0.0
-                for x, y in batches:
-                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    with autocast(device):
-                        logits = model(x)
-                    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100,
-                                           reduction="sum") / max(1, targets)
+                set_lr(optimizer, lr, lr_mults)
+                batch = objective.step(state.step, model)
+                loss_sum, parts = 0.0, {}
+                for micro in batch.batches:
+                    with autocast(cfg.device):
+                        loss, micro_parts = objective.loss(model, micro, batch)
                     loss.backward()
                     loss_sum += loss.item()
+                    for k, v in micro_parts.items():
+                        parts[k] = parts.get(k, 0.0) + v
                 grad_norm = None
                 if cfg.optim.grad_clip > 0:
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip))
@@ -144,37 +155,61 @@ def train(model: torch.nn.Module, tokenizer, stream, heldout, cfg: TrainConfig, 
                 optimizer.zero_grad(set_to_none=True)
 
                 state.step += 1
-                state.tokens += positions
-                state.flops += flops_per_token * positions
+                state.tokens += batch.tokens
+                state.flops += batch.flops
                 state.wall_seconds += time.perf_counter() - t0
                 train_loss = loss_sum
                 record = {"step": state.step, "tokens": state.tokens, "flops": state.flops, "lr": lr,
-                          "train_loss": train_loss, "wall_seconds": round(state.wall_seconds, 3)}
+                          "train_loss": train_loss, **{f"train_{k}": v for k, v in parts.items()},
+                          "wall_seconds": round(state.wall_seconds, 3)}
                 if grad_norm is not None:
                     record["grad_norm"] = grad_norm
-                if heldout is not None and (state.step % eval_every == 0 or state.step == steps):
-                    eval_loss = heldout_loss(model, heldout, device)
-                    record["eval_loss"] = eval_loss
-                if state.step % log_every == 0 or "eval_loss" in record or state.step == steps:
+                evaluated = False
+                if state.step % eval_every == 0 or state.step == steps:
+                    last_eval = objective.evaluate(model)
+                    record |= last_eval
+                    evaluated = bool(last_eval)
+                new_best = False
+                if selects and evaluated:
+                    score = last_eval.get(objective.criterion)
+                    if _improved(score, state.best_score, cfg.min_delta):
+                        state.best_step, state.best_score, state.best_metrics = state.step, score, dict(last_eval)
+                        state.evals_since_best, new_best = 0, True
+                    else:
+                        state.evals_since_best += 1
+                        state.stopped = cfg.patience is not None and state.evals_since_best > cfg.patience
+                if state.step % log_every == 0 or evaluated or state.step == steps:
                     append_jsonl(metrics_path, record)
-                if state.step % ckpt_every == 0 or state.step == steps:
+                # a checkpoint at every compared evaluation keeps run_dir/best and the loop state in step
+                if state.step % ckpt_every == 0 or state.step == steps or state.stopped or (selects and evaluated):
                     checkpoint()
+                if new_best and cfg.keep_best:
+                    keep_best()
                 mid_update = False
                 now = time.perf_counter()
-                if now - t_last > 0.5 or state.step == steps:
+                if now - t_last > 0.5 or state.step == steps or state.stopped:
                     rate = (state.tokens - tokens_last) / (now - t_last)
                     t_last, tokens_last = now, state.tokens
-                    info = f"loss {train_loss:.3f}" + (f" eval {eval_loss:.3f}" if eval_loss is not None else "")
+                    shown = last_eval.get(objective.criterion or "eval_loss")
+                    info = f"loss {train_loss:.3f}" + (f" eval {shown:.3f}" if isinstance(shown, float) else "")
                     bar.update(job, completed=state.step, rate=format_count(rate), info=info)
         except KeyboardInterrupt:
             if not mid_update:
                 checkpoint()  # keep the work done so far; a re-run resumes here
             raise
-    if eval_loss is None and heldout is not None:
-        eval_loss = heldout_loss(model, heldout, device)
-    if train_loss != train_loss and resume_from is not None:  # resumed an already finished loop
+    if cfg.keep_best and state.best_step is not None:
+        found = find_best(run_dir)
+        if found is None:
+            raise DatawallError(f"{run_dir / 'best'}: missing, though the checkpoint records a best evaluation "
+                                f"(step {state.best_step}); remove {run_dir} to train again")
+        fmt.load_into(model, found[0])
+        last_eval = dict(state.best_metrics)
+    elif not last_eval:  # resumed an already finished loop
+        last_eval = objective.evaluate(model)
+    if train_loss != train_loss and resume_from is not None:
         train_loss = _last_metric(metrics_path, "train_loss")
-    return TrainResult(state.step, state.tokens, state.flops, state.wall_seconds, train_loss, eval_loss)
+    return TrainResult(state.step, state.tokens, state.flops, state.wall_seconds, train_loss, last_eval,
+                       state.best_step, state.stopped)
 
 
 def _last_metric(path: Path, key: str) -> float:

@@ -33,7 +33,7 @@ from datawall.model import Transformer, load_checkpoint, model_config
 from datawall.tasks import get_task
 from datawall.train.config import TrainConfig
 from datawall.train.evaluate import perplexity, task_accuracy
-from datawall.train.loop import train
+from datawall.train.objectives.lm import train_lm
 
 
 class DataSpec(BaseModel):
@@ -153,7 +153,7 @@ def execute(spec: RunSpec, run_dir: str | Path, quiet: bool = False) -> dict:
     # estimated from the first batches; the spec's seq_len stays the model's context
     row_len = round(sum(stream.batch(s, spec.train.batch_size)[0].shape[1] for s in range(8)) / 8)
     train_cfg = spec.train.model_copy(update={"seq_len": row_len})
-    result = train(model, tok, stream, heldout, train_cfg, run_dir, meta=meta, quiet=quiet)
+    result = train_lm(model, tok, stream, heldout, train_cfg, run_dir, meta=meta, quiet=quiet)
 
     out = {
         "run_dir": str(run_dir),
