@@ -15,7 +15,7 @@ import numpy as np
 
 from datawall.errors import DatawallError
 from datawall.laws.lbfgs import minimize_batch
-from datawall.laws.objective import HUBER_DELTA, chunked, huber_sum
+from datawall.laws.objective import HUBER_DELTA, blocked, huber_sum
 
 POWER_KEYS = ("E", "A", "alpha", "C0")
 
@@ -73,21 +73,22 @@ def power_objective(C, L, C0: float, delta: float = HUBER_DELTA):
     x = np.log(np.asarray(C, dtype=np.float64) / C0)
     lL = np.log(np.asarray(L, dtype=np.float64))
 
-    def fg(X: np.ndarray, idx: np.ndarray):
+    def fg(X: np.ndarray, idx: np.ndarray, sl: slice):
+        xs, ls = x[sl], lL[sl]
         e, a, alpha = (X[:, i, None] for i in range(3))
-        t0, t1 = np.broadcast_to(e, (len(X), len(x))), a - alpha * x
+        t0, t1 = np.broadcast_to(e, (len(X), len(xs))), a - alpha * xs
         m = np.maximum(t0, t1)
         w0, w1 = np.exp(t0 - m), np.exp(t1 - m)
         tot = w0 + w1
-        r = m + np.log(tot) - lL
+        r = m + np.log(tot) - ls
         c = np.clip(r, -delta, delta)
         f = (c * (r - 0.5 * c)).sum(1) / delta  # r^2/2 inside [-delta, delta], delta (|r| - delta/2) outside
         s = c / delta / tot
         # einsum, not @: tiny BLAS calls go multi-threaded and stall when the cores are shared
-        G = np.stack([(s * w0).sum(1), (s * w1).sum(1), -np.einsum("sn,n->s", s * w1, x)], axis=1)
+        G = np.stack([(s * w0).sum(1), (s * w1).sum(1), -np.einsum("sn,n->s", s * w1, xs)], axis=1)
         return f, G
 
-    return chunked(fg)
+    return blocked(fg, len(x))
 
 
 def fit_power_law(C, L, C0: float | None = None, grid: np.ndarray | None = None, delta: float = HUBER_DELTA,
