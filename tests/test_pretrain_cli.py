@@ -132,7 +132,7 @@ def test_a_file_too_small_for_the_budget_says_the_real_numbers(tmp_path):
                check=False)
     assert proc.returncode == 2 and not out.exists()
     line = proc.stderr.strip()
-    assert line.count("\n") == 0 and f"the train split has {train_size} problems (" in line
+    assert line.count("\n") == 0 and f"the train split has {train_size} distinct problems (" in line
     assert "--tokens 200,000 with every token fresh needs 204,256" in line and "--unique-tokens" in line
     have = int(line.split(" tokens)")[0].rsplit("(", 1)[1].replace(",", ""))
     proc = run("pretrain", "--task", f"jsonl:{path}", "--size", "100k", "--tokens", "200k", "--unique-tokens",
