@@ -15,7 +15,7 @@ RESOLVED = {"model": PRETRAIN, "device": "cpu", "price": None, "task": "arith", 
             "problems": 50, "n_max": 16, "strategies": ["greedy", "majority", "pass@k"], "temperature": 1.0,
             "top_p": None, "max_tokens": None, "seed": 0, "split": "test", "n_boot": 1000, "beam_n": None,
             "beam_expand": 4, "beam_aggregate": "last", "thinking_budgets": [], "thinking_extend": 0,
-            "difficulty_bins": 5, "distinct": True}
+            "difficulty_bins": 5}
 
 
 def think(**config) -> Job:

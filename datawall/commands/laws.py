@@ -357,7 +357,7 @@ def ladder(
         return
     runner = get_executor(executor, workers=workers, address=address, threads=threads)
     if executor == "local":
-        from datawall.model.device import require_device
+        from datawall.device import require_device
 
         require_device(spec.device, "--device")
     try:

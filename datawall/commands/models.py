@@ -52,7 +52,7 @@ def pretrain(
     from datawall.train.run import DataSpec, RunSpec, execute
 
     batch_size = batch_size or (128 if task else 32)
-    from datawall.model.device import require_device
+    from datawall.device import require_device
 
     require_device(device)
     try:
@@ -96,8 +96,8 @@ def evaluate(
     as_json: JsonFlag = False,
 ) -> None:
     """Greedy, verifier-scored accuracy of a checkpoint on a task, with a 95% Wilson interval."""
+    from datawall.device import require_device
     from datawall.model import checkpoint_dir, load_checkpoint
-    from datawall.model.device import require_device
     from datawall.tasks import get_task
     from datawall.tasks.registry import parse_task_args
     from datawall.tasks.splits import check_split
@@ -145,7 +145,7 @@ def sample(
     as_json: JsonFlag = False,
 ) -> None:
     """Sample completions of a prompt from a checkpoint."""
-    from datawall.model.device import require_device
+    from datawall.device import require_device
 
     require_device(device)  # one line, before a checkpoint is read
     from datawall.model import checkpoint_dir, load_checkpoint

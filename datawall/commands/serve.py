@@ -63,7 +63,7 @@ def serve(
         api_key = os.environ.get(api_key_env)
         if not api_key:
             raise DatawallError(f"--api-key-env {api_key_env}: that environment variable is not set or empty")
-    from datawall.model.device import require_device
+    from datawall.device import require_device
 
     require_device(device)
     limits = Limits(max_n=max_n, max_tokens=max_tokens, max_prompt_tokens=max_prompt_tokens,

@@ -71,7 +71,7 @@ def run(
         _print_plan(plan, as_json)
         return
     if executor == "local":
-        from datawall.model.device import require_device
+        from datawall.device import require_device
 
         require_device(study.train.device, "train.device")
     runner = get_executor(executor, workers=workers, address=address, threads=threads)

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import datawall
 from datawall.atomic import atomic_write_json, atomic_write_text
+from datawall.device import require_device
 from datawall.errors import DatawallError
-from datawall.model.device import require_device
 from datawall.model.reward_head import INFO, RewardModel
 from datawall.progress import progress_bar
 from datawall.rewards.orm import orm_examples, sample_solutions, train_problems

@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from datawall.atomic import atomic_write_json
+from datawall.device import DeviceName
 from datawall.errors import DatawallError, validation_error
 from datawall.testtime.strategies import VERIFIER_ONLY
 from datawall.testtime.think_config import ThinkConfig
@@ -147,7 +148,7 @@ class ThinkJob(ThinkConfig):
     """A think run of a study: ThinkConfig's settings on the checkpoint of the pretrain job `model`."""
 
     model: str = Field(min_length=1, description="key of the pretrain job whose checkpoint is sampled")
-    device: str = Field("cpu", description="cpu, cuda or cuda:N")
+    device: DeviceName = Field("cpu", description="cpu, cuda or cuda:N")
     price: str | None = Field(None, description="price-table entry (default: the backend's)")
 
     @field_validator("strategies")
@@ -158,16 +159,6 @@ class ThinkJob(ThinkConfig):
             raise ValueError(f"{needs[0]!r} needs a reward model, which a study's think job does not load (yet); "
                              f"use {', '.join(VERIFIER_ONLY)}")
         return v
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        from datawall.model.device import check_device_name  # datawall.model imports torch
-
-        try:
-            return check_device_name(v, "device")
-        except DatawallError as e:
-            raise ValueError(str(e).split(": ", 1)[1]) from None
 
 
 THINK_EXTRA = ("model", "device", "price")  # the ThinkJob keys that are not ThinkConfig settings

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
+from datawall.device import DeviceName
 from datawall.errors import DatawallError, validation_error
 from datawall.study.levers import LEVERS, RESERVED
 from datawall.study.levers.base import Count, Float, FloatCount, Int, ModelSize, Reserved, Section
@@ -53,17 +54,7 @@ class Train(Section):
     lr: Annotated[Float, Field(gt=0)] = 3e-3
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     seq_len: Annotated[Int, Field(gt=1, description="model context; examples longer than this are an error")] = 256
-    device: str = "cpu"
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        from datawall.model.device import check_device_name
-
-        try:
-            return check_device_name(v, "train.device")
-        except DatawallError as e:
-            raise ValueError(str(e).split(": ", 1)[1]) from None
+    device: DeviceName = "cpu"
 
 
 class Budget(Section):

@@ -46,13 +46,6 @@ class LoopConfig(BaseModel):
         """An interval in steps: `value`, or `per_run` evenly spaced events when value is 0."""
         return value if value > 0 else max(1, self.steps // per_run)
 
-    def loop(self) -> LoopConfig:
-        """The loop's configuration for this run (no best-checkpoint selection: a run's identity is its
-        TrainConfig, which has no such fields, so study job keys stay as they were)."""
-        return LoopConfig(steps=self.steps, optim=self.optim, eval_every=self.every(self.eval_every, 10),
-                          checkpoint_every=self.every(self.checkpoint_every, 5),
-                          log_every=max(1, self.steps // 200), device=self.device)
-
     @property
     def selects(self) -> bool:
         """Whether evaluations are compared (to keep the best weights or to stop early)."""
@@ -85,13 +78,8 @@ class TrainConfig(BaseModel):
         """Optimizer steps to see at least `tokens` tokens."""
         return max(1, -(-self.tokens // self.tokens_per_step))
 
-    def every(self, value: int, per_run: int) -> int:
-        """An interval in steps: `value`, or `per_run` evenly spaced events when value is 0."""
-        return value if value > 0 else max(1, self.steps // per_run)
-
     def loop(self) -> LoopConfig:
         """The loop's configuration for this run (no best-checkpoint selection: a run's identity is its
         TrainConfig, which has no such fields, so study job keys stay as they were)."""
-        return LoopConfig(steps=self.steps, optim=self.optim, eval_every=self.every(self.eval_every, 10),
-                          checkpoint_every=self.every(self.checkpoint_every, 5),
-                          log_every=max(1, self.steps // 200), device=self.device)
+        return LoopConfig(steps=self.steps, optim=self.optim, eval_every=self.eval_every,
+                          checkpoint_every=self.checkpoint_every, device=self.device)

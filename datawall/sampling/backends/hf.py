@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from datawall.device import require_device
 from datawall.economics.cost import CostModel
 from datawall.errors import DatawallError
-from datawall.model.device import require_device
 from datawall.sampling.backends import Completion
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from datawall.device import require_device
 from datawall.economics.cost import CostModel
-from datawall.model.device import require_device
 from datawall.sampling.backends import Completion
 
 

@@ -1,8 +1,14 @@
-"""Device names: `cpu`, `cuda` or `cuda:N`, checked once with one clear line instead of a torch traceback."""
+"""Device names: `cpu`, `cuda` or `cuda:N`, checked once with one clear line instead of a torch traceback.
+
+Importing this module does not import torch (configs validate device names without it).
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from datawall.errors import DatawallError
 
@@ -28,3 +34,14 @@ def require_device(device: str, what: str = "--device") -> str:
         if index >= torch.cuda.device_count():
             raise DatawallError(f"{what}: {device!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def _device_field(device: str) -> str:
+    try:
+        return check_device_name(device, "device")
+    except DatawallError as e:
+        raise ValueError(str(e).split(": ", 1)[1]) from None
+
+
+# a pydantic field holding a device name (validated by name only: a spec may be planned where the GPU is not)
+DeviceName = Annotated[str, AfterValidator(_device_field)]
