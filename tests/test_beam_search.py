@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from local_server import running
 from tiny_arith import TASK, TASK_ARGS, line_scorer, one_thread, trained_policy
 
 from datawall.economics.cost import CostModel
@@ -152,22 +153,19 @@ def test_beam_needs_a_step_scorer(tmp_path, policy):
 
 
 def test_beam_and_thinking_budgets_run_against_an_endpoint(tmp_path, policy):
-    from test_think import start_server
-
     from datawall.sampling.backends.openai_endpoint import OpenAIEndpoint
     from datawall.serve import create_app
 
-    port, srv, thread = start_server(create_app(policy))
     problems = [TASK.problem("test", i) for i in range(4)]
     cfg = ThinkConfig(task="arith", task_args=TASK_ARGS, problems=4, n_max=4, strategies=["majority", "beam"],
                       beam_expand=2, beam_n=[4], thinking_budgets=[5, 40], n_boot=100)
-    backend = OpenAIEndpoint(f"http://127.0.0.1:{port}/v1", policy.name, concurrency=2, params=1e5, price="gpt-4o-mini")
-    try:
-        res = run_think(backend, cfg, tmp_path, quiet=True, step_scorer=line_scorer(problems))
-    finally:
-        backend.close()
-        srv.should_exit = True
-        thread.join(10)
+    with running(create_app(policy)) as port:
+        backend = OpenAIEndpoint(f"http://127.0.0.1:{port}/v1", policy.name, concurrency=2, params=1e5,
+                                 price="gpt-4o-mini")
+        try:
+            res = run_think(backend, cfg, tmp_path, quiet=True, step_scorer=line_scorer(problems))
+        finally:
+            backend.close()
     (beam,) = res["strategies"]["beam"]
     assert beam["n"] == 4 and 0 <= beam["accuracy"] <= 1
     assert beam["flops_per_query"] > 0 and beam["dollars_per_query"] > 0

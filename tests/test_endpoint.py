@@ -4,17 +4,12 @@ sampling parameters through every backend (local, Hugging Face, endpoint) and `d
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
-from contextlib import contextmanager
 
-import httpx
 import pytest
 import typer
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from local_server import running
 from openai import OpenAI
 from tiny_arith import random_checkpoint
 from typer.testing import CliRunner
@@ -31,35 +26,6 @@ GOOD = {"choices": [{"index": 0, "text": ".\n#### 3", "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 5, "completion_tokens": 8, "total_tokens": 13}}
 GOOD_CHAT = {"choices": [{"index": 0, "message": {"role": "assistant", "content": ".\n#### 3"},
                           "finish_reason": "stop"}], "usage": GOOD["usage"]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def running(app):
-    """A uvicorn server for app on 127.0.0.1 in a background thread; yields its /v1 URL."""
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        srv.should_exit = True
-        thread.join(10)
 
 
 class GarbageEndpoint:
@@ -85,7 +51,8 @@ class GarbageEndpoint:
 @pytest.fixture(scope="module")
 def garbage():
     endpoint = GarbageEndpoint()
-    with running(endpoint.app) as url:
+    with running(endpoint.app) as port:
+        url = f"http://127.0.0.1:{port}/v1"
         endpoint.url = url
         yield endpoint
 
@@ -180,7 +147,8 @@ def test_tiny_temperatures_are_sent_as_greedy_and_non_finite_ones_never_sent(gar
 
 @pytest.mark.parametrize("chat", [False, True])
 def test_the_backend_reads_datawall_serve_as_the_openai_client_does(ckpt, chat):
-    with running(create_app(ckpt)) as url:
+    with running(create_app(ckpt)) as port:
+        url = f"http://127.0.0.1:{port}/v1"
         backend = OpenAIEndpoint(url, "tiny", chat=chat)
         ours = backend.sample(["1+2=", "3+4="], n=3, max_tokens=8, temperature=1.0, top_p=None, stop=None, seed=5)
         client = OpenAI(base_url=url, api_key="none", max_retries=0)

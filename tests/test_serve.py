@@ -10,13 +10,12 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 
 import httpx
 import openai
 import pytest
 import torch
-import uvicorn
+from local_server import free_port, running, wait_until_up
 from openai import OpenAI
 
 from datawall.data import Tokenizer
@@ -29,45 +28,11 @@ TOK = Tokenizer.for_chars("abcdefghij0123456789 +-=#\n")
 CONTEXT = 64
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(port: int, seconds: float = 60.0) -> None:
-    """Poll /health until it answers (bounded)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"server on port {port} did not come up in {seconds} s")
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     torch.manual_seed(0)
     model = Transformer(model_config("100k", vocab_size=TOK.vocab_size, max_seq_len=CONTEXT, n_layers=1))
     return save_checkpoint(tmp_path_factory.mktemp("serve") / "tiny", model, TOK)
-
-
-@contextmanager
-def running(app):
-    """A uvicorn server for app in a background thread; yields its port."""
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    try:
-        wait_until_up(port)
-        yield port
-    finally:
-        srv.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")

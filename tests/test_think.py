@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 
-import httpx
 import numpy as np
 import pytest
 import typer
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from local_server import free_port, running
 from tiny_arith import random_checkpoint
 from typer.testing import CliRunner
 
@@ -47,25 +43,6 @@ def think_json(*args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(app) -> tuple[int, uvicorn.Server, threading.Thread]:
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
-                return port, srv, thread
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise TimeoutError("server did not come up")
 
 
 @pytest.fixture(scope="module")
@@ -156,14 +133,10 @@ def test_held_out_problems_are_the_first_k_of_the_split_and_never_repeat(tmp_pat
 
 
 def test_endpoint_against_datawall_serve(tmp_path, ckpt):
-    port, srv, thread = start_server(create_app(ckpt))
-    try:
+    with running(create_app(ckpt)) as port:
         res = think_json("--endpoint", f"http://127.0.0.1:{port}/v1", "--api-model", "tiny", "--problems", "3",
                          "--n-max", "3", "--concurrency", "2", "--out", str(tmp_path), "--api-params", "1e5",
                          "--price", "gpt-4o-mini")
-    finally:
-        srv.should_exit = True
-        thread.join(10)
     check_results(res, 3, 3)
     assert res["sampling"]["drawn"] == 12
     rows = rows_of(tmp_path / "samples.jsonl")
@@ -208,11 +181,9 @@ class FakeEndpoint:
 @pytest.fixture
 def fake():
     endpoint = FakeEndpoint()
-    port, srv, thread = start_server(endpoint.app)
-    endpoint.url = f"http://127.0.0.1:{port}/v1"
-    yield endpoint
-    srv.should_exit = True
-    thread.join(10)
+    with running(endpoint.app) as port:
+        endpoint.url = f"http://127.0.0.1:{port}/v1"
+        yield endpoint
 
 
 def test_n_fallback_and_retries(fake, tmp_path):
