@@ -28,6 +28,18 @@ def require_anchor(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def chinchilla_csv() -> Path:
+    """Epoch's extraction of the Chinchilla points (../shared/anchors)."""
+    return require_anchor(ANCHORS / "chinchilla_epoch_svg_extracted.csv")
+
+
+@pytest.fixture(scope="session")
+def datablations_csv() -> Path:
+    """Muennighoff et al.'s data-constrained runs (../shared/anchors)."""
+    return require_anchor(ANCHORS / "datablations_runs.csv")
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     """Keep tokenizer/corpus caches and the run store out of the user's home during tests."""

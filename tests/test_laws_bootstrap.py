@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -19,15 +17,10 @@ from datawall.laws import (
 from datawall.laws.bootstrap import resample_counts
 from datawall.laws.forms import CHINCHILLA_KEYS
 
-ANCHORS = Path(__file__).resolve().parents[1].parent / "shared" / "anchors"
-CHINCHILLA_CSV = ANCHORS / "chinchilla_epoch_svg_extracted.csv"
-
 
 @pytest.fixture(scope="module")
-def anchor_fit():
-    if not CHINCHILLA_CSV.exists():
-        pytest.skip(f"anchor data {CHINCHILLA_CSV} not found")
-    p = read_points(CHINCHILLA_CSV, c_col="Training FLOP", exclude_top_loss=5)
+def anchor_fit(chinchilla_csv):
+    p = read_points(chinchilla_csv, c_col="Training FLOP", exclude_top_loss=5)
     return p, fit_chinchilla(p.N, p.D, p.L)
 
 

@@ -15,7 +15,6 @@ from datawall.cli import app
 from datawall.errors import DatawallError
 from datawall.laws import ChinchillaLaw
 
-ANCHORS = Path(__file__).resolve().parents[1].parent / "shared" / "anchors"
 TRUE = ChinchillaLaw(E=1.8, A=450.0, B=2000.0, alpha=0.34, beta=0.36)
 runner = CliRunner()
 
@@ -97,9 +96,8 @@ def test_plan_json():
     assert human.exit_code == 0 and "inference-aware" in human.stdout
 
 
-@pytest.mark.skipif(not (ANCHORS / "datablations_runs.csv").exists(), reason=f"anchor data {ANCHORS} not found")
-def test_fit_data_constrained_json():
-    out = ok_json("fit", str(ANCHORS / "datablations_runs.csv"), "--form", "data-constrained")
+def test_fit_data_constrained_json(datablations_csv):
+    out = ok_json("fit", str(datablations_csv), "--form", "data-constrained")
     assert out["form"] == "data-constrained" and out["points"] == 182
     assert out["R_D_star"] > 1 and "R_N_star" in out and set(out["intervals"]) >= {"R_D_star", "R_N_star"}
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy.optimize import minimize
@@ -13,17 +11,10 @@ from datawall.errors import DatawallError
 from datawall.laws import ChinchillaLaw, fit_chinchilla, fit_data_constrained, get_law, read_points
 from datawall.laws.published import BESIROGLU2024_LBFGS
 
-ANCHORS = Path(__file__).resolve().parents[1].parent / "shared" / "anchors"
-CHINCHILLA_CSV = ANCHORS / "chinchilla_epoch_svg_extracted.csv"
-DATABLATIONS_CSV = ANCHORS / "datablations_runs.csv"
-needs_chinchilla = pytest.mark.skipif(not CHINCHILLA_CSV.exists(), reason=f"anchor data {CHINCHILLA_CSV} not found")
-needs_datablations = pytest.mark.skipif(not DATABLATIONS_CSV.exists(),
-                                        reason=f"anchor data {DATABLATIONS_CSV} not found")
-
 
 @pytest.fixture(scope="module")
-def chinchilla_points():
-    return read_points(CHINCHILLA_CSV, c_col="Training FLOP", exclude_top_loss=5)
+def chinchilla_points(chinchilla_csv):
+    return read_points(chinchilla_csv, c_col="Training FLOP", exclude_top_loss=5)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +23,6 @@ def chinchilla_fit(chinchilla_points):
     return fit_chinchilla(p.N, p.D, p.L)
 
 
-@needs_chinchilla
 def test_reads_the_240_points_with_d_from_compute(chinchilla_points):
     p = chinchilla_points
     assert len(p) == 240 and p.excluded_lines == [2, 3, 4, 5, 6]
@@ -40,7 +30,6 @@ def test_reads_the_240_points_with_d_from_compute(chinchilla_points):
     np.testing.assert_allclose(6 * p.N * p.D, p.C)
 
 
-@needs_chinchilla
 def test_reproduces_besiroglu_lbfgs_estimates_within_1_percent(chinchilla_fit):
     got = chinchilla_fit.law.params()
     for k, want in BESIROGLU2024_LBFGS.items():
@@ -52,7 +41,6 @@ def test_reproduces_besiroglu_lbfgs_estimates_within_1_percent(chinchilla_fit):
     assert chinchilla_fit.objective == pytest.approx(1.0182740178e-3, rel=1e-8)
 
 
-@needs_chinchilla
 def test_best_fit_is_a_minimum_that_naive_scipy_does_not_beat(chinchilla_points, chinchilla_fit):
     p = chinchilla_points
     lN, lD, lL = np.log(p.N), np.log(p.D), np.log(p.L)
@@ -70,9 +58,8 @@ def test_best_fit_is_a_minimum_that_naive_scipy_does_not_beat(chinchilla_points,
         assert minimize(objective, x0, method="L-BFGS-B").fun >= chinchilla_fit.objective * (1 - 1e-9)
 
 
-@needs_datablations
-def test_data_constrained_fit_on_datablations_runs_is_sane():
-    p = read_points(DATABLATIONS_CSV, need_u=True)
+def test_data_constrained_fit_on_datablations_runs_is_sane(datablations_csv):
+    p = read_points(datablations_csv, need_u=True)
     assert len(p) == 182 and p.columns["N"] == "params_B" and p.N.max() == pytest.approx(8.67e9)
     fit = fit_data_constrained(p.N, p.D, p.U, p.L)
     law = fit.law
@@ -88,9 +75,8 @@ def test_data_constrained_fit_on_datablations_runs_is_sane():
     assert np.all(np.diff(law.predict(1e9, 1e10 * np.array([1, 2, 4, 8, 32]), 1e10)) <= 0)
 
 
-@needs_datablations
-def test_published_repetition_constants_are_a_local_minimum_of_the_same_objective():
-    p = read_points(DATABLATIONS_CSV, need_u=True)
+def test_published_repetition_constants_are_a_local_minimum_of_the_same_objective(datablations_csv):
+    p = read_points(datablations_csv, need_u=True)
     published = get_law("datablations-muennighoff2023")
     # stage 2 alone, with Muennighoff's base held fixed, started at their (R_D*, R_N*): it stays there
     near = fit_data_constrained(p.N, p.D, p.U, p.L, base=published.base, grid=np.log([[15.0, 5.0]]))

@@ -4,7 +4,6 @@ refined on every point; objectives run over blocks of points, so memory stays bo
 from __future__ import annotations
 
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +17,6 @@ from datawall.laws.lbfgs import minimize_batch
 from datawall.laws.objective import chinchilla_objective, law_theta
 from datawall.laws.published import BESIROGLU2024_LBFGS
 
-ANCHORS = Path(__file__).resolve().parents[1].parent / "shared" / "anchors"
-CHINCHILLA_CSV = ANCHORS / "chinchilla_epoch_svg_extracted.csv"
 TRUE = ChinchillaLaw(**BESIROGLU2024_LBFGS)
 
 
@@ -30,9 +27,8 @@ def synthetic(n: int, noise: float = 0.01, seed: int = 0):
     return N, D, TRUE.predict(N, D) * np.exp(rng.normal(0.0, noise, n))
 
 
-@pytest.mark.skipif(not CHINCHILLA_CSV.exists(), reason=f"anchor data {CHINCHILLA_CSV} not found")
-def test_a_screened_fit_of_the_anchor_points_lands_on_the_full_grid_fit(monkeypatch):
-    p = read_points(CHINCHILLA_CSV, c_col="Training FLOP", exclude_top_loss=5)
+def test_a_screened_fit_of_the_anchor_points_lands_on_the_full_grid_fit(chinchilla_csv, monkeypatch):
+    p = read_points(chinchilla_csv, c_col="Training FLOP", exclude_top_loss=5)
     monkeypatch.setattr(fit_module, "SCREEN_POINTS", 64)  # screen on a quarter of the 240 points
     messages: list[str] = []
     fit = fit_chinchilla(p.N, p.D, p.L, progress=messages.append)

@@ -88,6 +88,7 @@ def test_pretrain_on_a_user_corpus_with_a_unique_token_cap(tmp_path):
     assert "accuracy" not in result and result["eval_loss"] > 0
 
 
+@pytest.mark.learned
 def test_fine_tuning_starts_from_the_checkpoint(arith_run, tmp_path):
     out, _ = arith_run
     first_loss = lambda d: json.loads((d / "metrics.jsonl").read_text().splitlines()[0])["train_loss"]  # noqa: E731

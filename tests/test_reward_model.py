@@ -16,6 +16,7 @@ from datawall.cli import app
 from datawall.errors import DatawallError
 from datawall.model import generate, save_checkpoint
 from datawall.model.reward_head import RewardModel
+from datawall.rewards.build import default_run_dir
 from datawall.rewards.orm import check_train_only, orm_examples, sample_solutions, train_problems
 from datawall.rewards.prm import prm_examples, rollout_prefixes, rollout_rewards, step_label
 from datawall.rewards.scorers import RewardScorer, score_completions
@@ -35,9 +36,15 @@ from datawall.train.objectives.reward import (
 )
 from datawall.train.objectives.reward_metrics import auc, within_problem_auc
 
-TASK = get_task("arith", digits=1)
-MAX_NEW = 12
+# 1-digit add/sub/mul: 237 distinct train problems and 63 held-out ones (a split never repeats a problem), enough
+# for every count below; 1-digit addition alone has 82 and 18
+TASK_ARGS = {"digits": "1", "ops": "add,sub,mul"}
+TASK_FLAG = ",".join(f"{k}={v}" for k, v in TASK_ARGS.items())  # as --task-args takes them
+TASK = get_task("arith", **TASK_ARGS)
+TRAIN, HELD_OUT = TASK.size("train"), TASK.size("test")
+MAX_NEW = 20  # the longest worked solution (a product's scratchpad) is 15 tokens
 HOT = 1.7  # sampling temperature of every reward-model data set here (see `policy`)
+SAMPLES = 32  # ORM data: hot samples per train problem (16 left the weakest of six trajectories at AUC 0.69)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -51,14 +58,16 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
-    """A 100k policy trained to saturation on 1-digit addition (~95% right at temperature 1).
+    """A 100k policy trained to saturation on every train problem of TASK (89-99% right at temperature 1).
 
     A clear-cut world for the learned tests: a converged policy is much the same model whatever the float
-    kernels (a half-trained one is not: at 200 steps its accuracy moved from 35% to 47% between AVX2 and the
-    default kernels), and sampled hot (HOT) it is right on about two thirds of its samples, wrong where a sampled
-    token it did not believe in derailed it: what a reward model initialised from it can learn to see.
+    kernels (a half-trained one is not: at 200 steps its accuracy on 1-digit addition moved from 35% to 47%
+    between AVX2 and the default kernels), and sampled hot (HOT) it is right on 54-71% of its train samples and
+    29-38% of its held-out ones, wrong where a sampled token it did not believe in derailed it or where it never
+    saw the fact: what a reward model initialised from it can learn to see. (Measured on six trajectories: this
+    one and two other training seeds, each under AVX2 and ATEN_CPU_CAPABILITY=default.)
     """
-    model, tok = train_policy(TASK, count=500, lr=3e-3, max_seq_len=32, steps=600)
+    model, tok = train_policy(TASK, count=TRAIN, lr=3e-3, max_seq_len=32, steps=600)
     path = save_checkpoint(tmp_path_factory.mktemp("policy") / "ckpt", model, tok)
     return path, model, tok
 
@@ -66,7 +75,7 @@ def policy(tmp_path_factory):
 @pytest.fixture(scope="module")
 def solutions(policy):
     _, model, tok = policy
-    sols, stats = sample_solutions(model, tok, TASK, train_problems(TASK, 120), n=16, max_new_tokens=MAX_NEW,
+    sols, stats = sample_solutions(model, tok, TASK, train_problems(TASK, TRAIN), n=SAMPLES, max_new_tokens=MAX_NEW,
                                    temperature=HOT, seed=0)
     return sols, stats
 
@@ -215,8 +224,9 @@ def test_only_train_split_problems(policy, solutions):
     with pytest.raises(DatawallError, match="train-split"):
         sample_solutions(model, tok, TASK, test, n=2, max_new_tokens=MAX_NEW)
     sols, stats = solutions
-    assert all(s.problem.split == "train" for s in sols) and stats["solutions"] == len(sols) == 120 * 16
-    held_out = {p.prompt for p in TASK.problems("test", 50)}  # what `think` measures on
+    assert all(s.problem.split == "train" for s in sols) and stats["solutions"] == len(sols) == TRAIN * SAMPLES
+    assert len({s.problem.prompt for s in sols}) == TRAIN  # distinct problems, every one of the split
+    held_out = {p.prompt for p in TASK.problems("test", HELD_OUT)}  # what `think` measures on
     assert held_out.isdisjoint({e.prompt for e in orm_examples(sols)})
 
 
@@ -230,13 +240,12 @@ def test_orm_separates_correct_from_incorrect_on_held_out_problems(policy, solut
     0.5), so neither one unlucky trajectory nor a kernel change decides the outcome."""
     _, model, tok = policy
     assert 0.3 < solutions[1]["correct_rate"] < 0.9  # mixed samples: something to separate
-    # every distinct held-out prompt (1-digit addition has few), 16 hot samples each
-    problems = list({p.prompt: p for p in TASK.problems("test", 200)}.values())
+    problems = TASK.problems("test", HELD_OUT)  # every held-out problem (all distinct), 16 hot samples each
     outs = generate(model, tok, [p.prompt for p in problems], n=16, max_new_tokens=MAX_NEW, temperature=HOT,
                     seed=123)
     texts = [(p, s.text) for p, row in zip(problems, outs, strict=True) for s in row]
     labels = np.array([TASK.verify(p, text) == 1.0 for p, text in texts])
-    assert len(problems) >= 15 and 0.2 < labels.mean() < 0.9
+    assert len({p.prompt for p in problems}) == len(problems) >= 50 and 0.2 < labels.mean() < 0.9
     aucs, gaps = [], []
     for rm in (orm, _fit_orm(policy, solutions, seed=1), _fit_orm(policy, solutions, seed=2)):
         scores = np.array([score_completions(rm, p.prompt, [text])[0] for p, text in texts])
@@ -365,7 +374,7 @@ def test_a_killed_reward_build_resumes_without_resampling(policy, tmp_path, monk
     import datawall.rewards.build as build
     from datawall.rewards.build import RewardBuildConfig, build_reward_model
 
-    cfg = RewardBuildConfig(model=str(policy[0]), task="arith", task_args={"digits": "1"}, problems=12, n=4,
+    cfg = RewardBuildConfig(model=str(policy[0]), task="arith", task_args=TASK_ARGS, problems=12, n=4,
                             max_tokens=MAX_NEW, train=RewardTrainConfig(epochs=2, batch_size=8))
     want = build_reward_model(cfg, tmp_path / "a", quiet=True)
     _crash_at(monkeypatch, 7)  # in the second epoch (5 steps each)
@@ -397,6 +406,19 @@ def test_a_killed_reward_build_resumes_without_resampling(policy, tmp_path, monk
     other = cfg.model_copy(update={"n": 2})
     with pytest.raises(DatawallError, match="b.run holds the training run of a different reward model"):
         build_reward_model(other, tmp_path / "b", quiet=True)
+
+
+def test_a_build_asking_past_the_train_split_writes_nothing(policy, tmp_path):
+    """Refused before anything is written: no OUT, no OUT.run left to block the corrected build."""
+    out = tmp_path / "orm"
+    args = ["reward", "train", "--model", str(policy[0]), "--task", "arith", "--task-args", TASK_FLAG, "--n", "2",
+            "--epochs", "1", "--out", str(out)]
+    refused = CliRunner().invoke(app, [*args, "--problems", str(TRAIN + 1)])
+    assert refused.exit_code != 0 and isinstance(refused.exception, DatawallError)
+    assert f"--problems {TRAIN + 1} from --first-problem 0" in str(refused.exception)
+    assert f"only {TRAIN} distinct problems" in str(refused.exception)
+    assert not out.exists() and not default_run_dir(out).exists()
+    assert not run_cli(*args, "--problems", "4")["reused"]  # the corrected build runs
 
 
 # --- PRM ---------------------------------------------------------------------------------------------
@@ -444,7 +466,7 @@ def run_cli(*args: str) -> dict:
 def test_reward_train_prm_cli_and_think_with_reward_models(policy, orm, tmp_path):
     model_dir = str(policy[0])
     prm_dir = tmp_path / "prm"
-    args = ["reward", "train", "--model", model_dir, "--task", "arith", "--task-args", "digits=1", "--kind", "prm",
+    args = ["reward", "train", "--model", model_dir, "--task", "arith", "--task-args", TASK_FLAG, "--kind", "prm",
             "--problems", "24", "--n", "4", "--rollouts", "2", "--epochs", "1", "--out", str(prm_dir)]
     res = run_cli(*args)
     assert res["kind"] == "prm" and not res["reused"] and res["data"]["split"] == "train"
@@ -456,7 +478,7 @@ def test_reward_train_prm_cli_and_think_with_reward_models(policy, orm, tmp_path
     assert clobber.exit_code != 0 and "not a reward-model directory" in str(clobber.exception)
 
     orm_dir = orm.save(tmp_path / "orm")
-    think = ["think", "--model", model_dir, "--task", "arith", "--task-args", "digits=1", "--problems", "6",
+    think = ["think", "--model", model_dir, "--task", "arith", "--task-args", TASK_FLAG, "--problems", "6",
              "--n-max", "4", "--strategies", "majority,best-of-n,weighted-majority"]
     out = tmp_path / "think-orm"
     r = run_cli(*think, "--orm", str(orm_dir), "--out", str(out))
@@ -485,9 +507,19 @@ def test_reward_train_prm_cli_and_think_with_reward_models(policy, orm, tmp_path
 
 
 def test_train_problems_can_start_past_the_policys_own_examples():
-    first = train_problems(TASK, 3, start=500)
+    wide = get_task("arith", digits=2)  # 2-digit addition: thousands of train problems, a policy sees U of them
+    first = train_problems(wide, 3, start=500)
     assert [p.index for p in first] == [500, 501, 502]
-    assert [p.prompt for p in first] == [TASK.problem("train", i).prompt for i in (500, 501, 502)]
+    assert [p.prompt for p in first] == [wide.problem("train", i).prompt for i in (500, 501, 502)]
+    # distinct problems: none of them is one of the first 500 (the policy's own U=500 examples)
+    assert {p.prompt for p in first}.isdisjoint(p.prompt for p in train_problems(wide, 500))
+    # a small world's train split ends: asking past it is one line naming the flags and what there is
+    assert [p.index for p in train_problems(TASK, 2, start=TRAIN - 2)] == [TRAIN - 2, TRAIN - 1]
+    with pytest.raises(DatawallError, match=rf"--problems 5 from --first-problem {TRAIN - 2}: .*only {TRAIN} "
+                                            rf"distinct problems.*at most 2 from --first-problem {TRAIN - 2}$"):
+        train_problems(TASK, 5, start=TRAIN - 2)
+    with pytest.raises(DatawallError, match="--first-problem must be >= 0"):
+        train_problems(TASK, 5, start=-1)
 
 
 def test_within_problem_auc_sees_through_a_problem_ranker():

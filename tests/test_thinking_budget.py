@@ -41,6 +41,7 @@ def greedy(backend, prompts, max_tokens, stop=None):
                                              stop=stop, seed=0)]
 
 
+@pytest.mark.learned  # the greedy scratchpad's shape is what the policy learned
 def test_budget_cuts_thinking_and_forces_the_answer(backend):
     full = [c.text for c in greedy(backend, [p.prompt for p in PROBLEMS], 40)]
     assert all(FINAL_MARK in t and t.index(FINAL_MARK) > 5 for t in full)  # the policy writes its scratchpad
@@ -78,6 +79,7 @@ def test_partial_marker_is_dropped():
     assert drop_partial_marker("cc\ncc") == "cc\ncc" and drop_partial_marker("cc\n#5") == "cc\n#5"
 
 
+@pytest.mark.learned  # the greedy scratchpad's shape is what the policy learned
 def test_suppressing_the_end_of_thinking_continues_it(backend):
     cfg = ThinkingConfig(budgets=(40,), answer_tokens=6, extend=1)
     plain, _ = force_budget(backend, PROBLEMS, 40, ThinkingConfig(budgets=(40,), answer_tokens=6), backend.cost_model())

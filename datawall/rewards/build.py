@@ -25,7 +25,7 @@ from datawall.progress import progress_bar
 from datawall.rewards.orm import orm_examples, sample_solutions, train_problems
 from datawall.rewards.prm import prm_examples, rollout_prefixes, rollout_rewards
 from datawall.rewards.train import train_reward_model
-from datawall.tasks import get_task
+from datawall.tasks import Problem, Task, get_task
 from datawall.train.objectives.reward import RewardTrainConfig, ScoredExample
 
 
@@ -91,7 +91,7 @@ def _open_run(run_dir: Path, build: dict, force: bool) -> None:
         atomic_write_json(config, {"kind": "reward", "build": build, "datawall_version": datawall.__version__})
 
 
-def _labelled(cfg: RewardBuildConfig, policy_dir: Path, run_dir: Path, quiet: bool
+def _labelled(cfg: RewardBuildConfig, task: Task, problems: list[Problem], policy_dir: Path, run_dir: Path, quiet: bool
               ) -> tuple[list[ScoredExample], dict]:
     """The build's labelled examples and data stats: read back from run_dir, or sampled, labelled and stored."""
     from datawall.model import load_checkpoint
@@ -102,8 +102,6 @@ def _labelled(cfg: RewardBuildConfig, policy_dir: Path, run_dir: Path, quiet: bo
         examples = [ScoredExample(**json.loads(line)) for line in examples_path.read_text().splitlines() if line]
         return examples, json.loads(data_path.read_text())
     start = time.perf_counter()
-    task = get_task(cfg.task, **cfg.task_args)
-    problems = train_problems(task, cfg.problems, cfg.first_problem)  # refuses anything but the train split
     ckpt = load_checkpoint(policy_dir)
     policy, tok, device = ckpt.model.to(cfg.train.device).eval(), ckpt.tokenizer, cfg.train.device
     max_tokens = cfg.max_tokens or solution_budget(task, tok, problems)
@@ -149,8 +147,12 @@ def build_reward_model(cfg: RewardBuildConfig, out: str | Path, quiet: bool = Fa
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / INFO).is_file())):
         raise DatawallError(f"--out {out}: exists and is not a reward-model directory; refusing to replace it")
     require_device(cfg.train.device)
+    # the task and its problems are checked before the run directory exists: a refused build (an unknown task,
+    # more problems than a small world's train split holds) leaves nothing that would block the corrected one
+    task = get_task(cfg.task, **cfg.task_args)
+    problems = train_problems(task, cfg.problems, cfg.first_problem)  # refuses anything but the train split
     _open_run(run_dir, build, force)
-    examples, data = _labelled(cfg, policy_dir, run_dir, quiet)
+    examples, data = _labelled(cfg, task, problems, policy_dir, run_dir, quiet)
     rm = RewardModel.from_policy(policy_dir, cfg.kind)
     metrics = train_reward_model(rm, examples, cfg.train, run_dir=run_dir, quiet=quiet)
     data_flops = data["sample_flops"] + data.get("rollout_flops", 0.0)

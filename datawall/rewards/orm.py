@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datawall.errors import DatawallError
 from datawall.model.flops import sample_flops
 from datawall.model.sampler import generate
-from datawall.tasks import Problem
+from datawall.tasks import Problem, TaskIndexError
 from datawall.train.objectives.reward import ScoredExample
 
 
@@ -36,10 +36,17 @@ def check_train_only(problems: Sequence[Problem]) -> None:
 
 
 def train_problems(task, count: int, start: int = 0) -> list[Problem]:
-    """Train-split problems start .. start + count - 1."""
+    """Train-split problems start .. start + count - 1 (distinct: a split never repeats a problem)."""
     if count < 1:
         raise DatawallError(f"--problems must be >= 1, got {count}")
-    problems = [task.problem("train", i) for i in range(start, start + count)]
+    if start < 0:
+        raise DatawallError(f"--first-problem must be >= 0, got {start}")
+    try:
+        problems = [task.problem("train", i) for i in range(start, start + count)]
+    except TaskIndexError as e:  # a small world: name the flags that asked too much, and what there is
+        size = task.size("train")
+        room = f"; at most {size - start:,} from --first-problem {start:,}" if size is not None and size > start else ""
+        raise DatawallError(f"--problems {count:,} from --first-problem {start:,}: {e}{room}") from None
     check_train_only(problems)
     return problems
 
