@@ -15,7 +15,8 @@ ANCHORS = REPO.parent / "shared" / "anchors"
 # .ci/run sets DATAWALL_CI; CI always has ../shared beside the clone, so a missing anchor is a failure there
 IN_CI = bool(os.environ.get("DATAWALL_CI") or os.environ.get("CI"))
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# two threads, as on the CI machine; one per process when pytest-xdist runs the files on two workers
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 
 def require_anchor(path: Path) -> Path:

@@ -249,7 +249,7 @@ def test_interrupted_ladder_keeps_finished_runs_and_a_rerun_continues(corpus, tm
     then the same command again."""
     out = tmp_path / "out"
     cmd = [DATAWALL, "laws", "ladder", "--corpus", str(corpus), "--spec", str(spec_file(tmp_path, repeat_tokens=None)),
-           "--budgets", "1e9,3e9", "--sizes", "3", "--out", str(out), "--store", str(tmp_path / "store"),
+           "--budgets", "1e9", "--sizes", "3", "--out", str(out), "--store", str(tmp_path / "store"),
            "--workers", "2", "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 180
@@ -268,7 +268,7 @@ def test_interrupted_ladder_keeps_finished_runs_and_a_rerun_continues(corpus, tm
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 130 and "run the same command again" in err and "Traceback" not in err, err[-3000:]
     finished = {d.parent.name: (d.parent / "metrics.jsonl").stat().st_mtime_ns for d in out.glob("runs/*/DONE")}
-    assert finished and len(finished) < 6
+    assert finished and len(finished) < 3  # one budget x three sizes
     # unfinished runs kept their progress: a checkpoint part-way through and the log up to it (a run that
     # had only just started when the signal came may have nothing to keep yet)
     partial = {}
@@ -282,9 +282,9 @@ def test_interrupted_ladder_keeps_finished_runs_and_a_rerun_continues(corpus, tm
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     s = json.loads(again.stdout)
-    assert s["reused"] == len(finished) and s["computed"] == 6 - len(finished)
+    assert s["reused"] == len(finished) and s["computed"] == 3 - len(finished)
     assert {n: (out / "runs" / n / "metrics.jsonl").stat().st_mtime_ns for n in finished} == finished
-    assert len(read_csv(out / "ladder.csv")) == 6
+    assert len(read_csv(out / "ladder.csv")) == 3
     for name, first_line in partial.items():  # resumed, not restarted (wall_seconds would differ)
         assert (out / "runs" / name / "metrics.jsonl").read_text().splitlines()[0] == first_line
 

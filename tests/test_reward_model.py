@@ -248,7 +248,8 @@ def test_orm_separates_correct_from_incorrect_on_held_out_problems(policy, solut
     assert len({p.prompt for p in problems}) == len(problems) >= 50 and 0.2 < labels.mean() < 0.9
     aucs, gaps = [], []
     for rm in (orm, _fit_orm(policy, solutions, seed=1), _fit_orm(policy, solutions, seed=2)):
-        scores = np.array([score_completions(rm, p.prompt, [text])[0] for p, text in texts])
+        scores = np.array([s for p, row in zip(problems, outs, strict=True)  # a problem's 16 samples at once
+                           for s in score_completions(rm, p.prompt, [c.text for c in row])])
         aucs.append(auc(scores, labels))
         gaps.append(scores[labels].mean() - scores[~labels].mean())
         val = rm.info["metrics"]["val"]
