@@ -89,3 +89,30 @@ def test_pretrain_with_stderr_a_pipe_prints_lines_and_json_stays_one_object(tmp_
     assert steps[0] == steps[1] and train[-1].endswith("done") and " tok/s  loss " in train[-1]
     assert any(line.startswith("eval: 20/20 (100%)") and "acc " in line for line in lines), lines
     assert not any("\x1b[" in line or "\r" in line for line in lines)  # no terminal control codes
+
+
+def test_the_runs_view_prints_plain_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):
+    """A study or ladder in a log or CI: a line whenever a run starts, ends or fails, and every interval between."""
+    from datawall.study.executors import Event
+    from datawall.study.progress import RunsView
+
+    monkeypatch.setenv("DATAWALL_PROGRESS_INTERVAL", "3600")
+    with RunsView("study quick", {"a": "baseline", "b": "scale 1m"}, {"a": 1.0, "b": 3.0}) as view:
+        assert view.plain and view.live is None
+        view(Event("a", "pretrain", "running", progress=0.0))
+        view(Event("a", "pretrain", "running", progress=0.5))  # progress inside the interval: no line
+        view(Event("a", "pretrain", "done", {}))
+        view(Event("b", "pretrain", "failed", {}))
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" | ")[0] for line in lines] == [
+        "study quick: 0 done, 1 running, 0 queued, 0 reused, 0 failed of 2 runs",
+        "study quick: 1 done, 0 running, 0 queued, 0 reused, 0 failed of 2 runs",
+        "study quick: 1 done, 0 running, 0 queued, 0 reused, 1 failed of 2 runs",
+        "study quick: 1 done, 0 running, 0 queued, 0 reused, 1 failed of 2 runs",  # the last state, at the end
+    ]
+    assert lines[-1].endswith("elapsed, finished")
+    monkeypatch.setenv("DATAWALL_PROGRESS_INTERVAL", "0")  # every update once the interval has passed
+    with RunsView("ladder", {"a": "c1e9"}, {"a": 1.0}) as view:
+        for step in range(3):
+            view(Event("a", "pretrain", "running", progress=step / 3))
+    assert len(capsys.readouterr().err.splitlines()) == 4

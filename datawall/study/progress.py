@@ -1,6 +1,8 @@
 """The live view of runs going through an executor, on stderr: runs done / running / queued / reused / failed,
 the share of FLOPs done and the FLOP rate, one bar per running run, and an ETA from FLOP estimates (the work
-left divided by the FLOP rate so far). Studies and IsoFLOP ladders both use it.
+left divided by the FLOP rate so far). Studies and IsoFLOP ladders both use it. When stderr is not a terminal (a
+log, a pipe, CI) it prints that summary as plain lines instead: whenever a run starts, ends or fails, and every
+DATAWALL_PROGRESS_INTERVAL seconds (5 by default) while runs progress.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.text import Text
 
-from datawall.progress import stderr
+from datawall.progress import progress_interval, stderr
 from datawall.study.executors import Event
 
 if TYPE_CHECKING:
@@ -40,8 +42,11 @@ class RunsView:
         self.bars = Progress(TextColumn("  {task.description}"), BarColumn(bar_width=30),
                              TextColumn("{task.percentage:>3.0f}%"), console=stderr)
         self.tasks: dict[str, int] = {}
-        self.live = None if disable else Live(Group(Text(""), self.bars), console=stderr, refresh_per_second=4,
-                                              transient=False)
+        # rich's Live draws nothing on a console that is not a terminal until it stops: plain lines there
+        self.plain = not disable and not stderr.is_terminal
+        self.interval, self.printed = (progress_interval() if self.plain else 0.0), float("-inf")
+        self.live = None if disable or self.plain else Live(Group(Text(""), self.bars), console=stderr,
+                                                            refresh_per_second=4, transient=False)
 
     def __enter__(self) -> RunsView:
         if self.live is not None:
@@ -49,6 +54,8 @@ class RunsView:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.plain:
+            self._print_line()
         if self.live is not None:
             self.live.update(self._render())
             self.live.__exit__(*exc)
@@ -57,6 +64,7 @@ class RunsView:
 
     def __call__(self, event: Event) -> None:
         """Record one event and redraw."""
+        changed = self.status.get(event.key) != event.status
         self.status[event.key] = event.status
         if event.status == "running":
             self.progress[event.key] = event.progress or 0.0
@@ -69,6 +77,12 @@ class RunsView:
             self.progress[event.key] = 1.0
         if self.live is not None:
             self.live.update(self._render())
+        elif self.plain and (changed or time.monotonic() - self.printed >= self.interval):
+            self._print_line()
+
+    def _print_line(self) -> None:
+        self.printed = time.monotonic()
+        stderr.print(self.line(), markup=False, highlight=False, soft_wrap=True)
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state."""
