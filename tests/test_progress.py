@@ -105,8 +105,8 @@ def test_the_runs_view_prints_plain_lines_when_stderr_is_not_a_terminal(monkeypa
         view(Event("b", "pretrain", "failed", {}))
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" | ")[0] for line in lines] == [
-        "study quick: 0 done, 1 running, 0 queued, 0 reused, 0 failed of 2 runs",
-        "study quick: 1 done, 0 running, 0 queued, 0 reused, 0 failed of 2 runs",
+        "study quick: 0 done, 1 running, 1 queued, 0 reused, 0 failed of 2 runs",
+        "study quick: 1 done, 0 running, 1 queued, 0 reused, 0 failed of 2 runs",
         "study quick: 1 done, 0 running, 0 queued, 0 reused, 1 failed of 2 runs",
         "study quick: 1 done, 0 running, 0 queued, 0 reused, 1 failed of 2 runs",  # the last state, at the end
     ]
@@ -116,3 +116,14 @@ def test_the_runs_view_prints_plain_lines_when_stderr_is_not_a_terminal(monkeypa
         for step in range(3):
             view(Event("a", "pretrain", "running", progress=step / 3))
     assert len(capsys.readouterr().err.splitlines()) == 4
+
+
+def test_jobs_not_yet_announced_count_as_queued():
+    from datawall.study.executors import Event
+    from datawall.study.progress import RunsView
+
+    view = RunsView("study quick", {"a": "baseline", "b": "scale 1m", "c": "think"}, {"a": 1, "b": 1, "c": 1},
+                    disable=True)
+    view(Event("a", "pretrain", "reused", {}))
+    assert view.counts() == {"done": 0, "running": 0, "queued": 2, "reused": 1, "failed": 0}
+    assert not view.line().endswith("finished")

@@ -87,7 +87,8 @@ class RunsView:
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state."""
         out = {s: 0 for s in ("done", "running", "queued", "reused", "failed")}
-        for s in self.status.values():
+        for key in self.labels:  # a job the executor has not announced yet is queued
+            s = self.status.get(key, "queued")
             out[s if s in out else "queued"] += 1
         return out
 
