@@ -52,6 +52,11 @@ def test_eval_and_sample_read_the_checkpoint(arith_run):
     out, result = arith_run
     ev = json.loads(run("eval", "--model", str(out), "--problems", "50", "--json").stdout)
     assert ev["accuracy"] == pytest.approx(result["accuracy"]) and ev["problems"] == 50
+    # the same completions read flexibly: this model's alphabet has no '\\' (no boxes), so its '#### N' is read
+    # first and another number only where that line is missing
+    assert ev["flexible_accuracy"] >= ev["accuracy"] and ev["flexible_ci_low"] <= ev["flexible_accuracy"]
+    human = run("eval", "--model", str(out), "--problems", "50").stdout
+    assert "strict ('#### N')" in human and "flexible on 50 problems" in human
     s = json.loads(run("sample", "--model", str(out / "checkpoint"), "--prompt", "12+34=", "--n", "3",
                        "--temperature", "0.8", "--seed", "1", "--max-tokens", "20", "--json").stdout)
     assert len(s["samples"]) == 3 and all(x["completion_tokens"] <= 20 for x in s["samples"])

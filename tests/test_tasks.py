@@ -61,6 +61,7 @@ def test_reference_solutions_verify(world):
         assert task.extract_answer(solution) == p.answer
         assert task.verify(p, solution) == 1.0
         assert task.verify(p, p.prompt + solution + "\n") == 1.0
+        assert task.verify(p, solution, "flexible") == 1.0  # a worked solution reads the same both ways
 
 
 def test_wrong_answers_score_zero(world):

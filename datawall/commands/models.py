@@ -95,7 +95,12 @@ def evaluate(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     as_json: JsonFlag = False,
 ) -> None:
-    """Greedy, verifier-scored accuracy of a checkpoint on a task, with a 95% Wilson interval."""
+    """Greedy, verifier-scored accuracy of a checkpoint on a task, with a 95% Wilson interval.
+
+    Answers are read two ways from the same completions: strict (the last '#### N' line, the format datawall's
+    worked solutions teach) and flexible (a \\boxed{} answer, '#### N', "the answer is N", else the last
+    number; `$` and commas dropped), as lm-eval reports GSM8K.
+    """
     from datawall.device import require_device
     from datawall.model import checkpoint_dir, load_checkpoint
     from datawall.tasks import get_task
@@ -121,13 +126,15 @@ def evaluate(
                      f"(--problems {problems})", markup=False, highlight=False)
         problems = size
     result = task_accuracy(ckpt.model.to(device), ckpt.tokenizer, world, problems=problems, split=split,
-                           device=device, quiet=as_json)
+                           device=device, quiet=as_json, flexible=True)
     result |= {"task": name, "task_args": settings, "split": split, "model": str(model)}
     if as_json:
         _print_json(result)
     else:
         print(f"{name} {split}: accuracy {result['accuracy']:.1%} [{result['ci_low']:.1%}, "
-              f"{result['ci_high']:.1%}] on {result['problems']} problems")
+              f"{result['ci_high']:.1%}] strict ('#### N'), {result['flexible_accuracy']:.1%} "
+              f"[{result['flexible_ci_low']:.1%}, {result['flexible_ci_high']:.1%}] flexible on "
+              f"{result['problems']} problems")
 
 
 def sample(

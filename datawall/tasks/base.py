@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from datawall.errors import DatawallError
+from datawall.tasks.answers import extract, strict_answer
 from datawall.tasks.splits import (
     MAX_PROBLEMS,
     SPLITS,
@@ -69,13 +70,7 @@ class Problem:
     index: int = -1
 
 
-def extract_final_answer(text: str) -> str | None:
-    """The text of the last '#### ' line (surrounding whitespace removed), or None."""
-    for line in reversed(text.splitlines()):
-        line = line.strip()
-        if line.startswith("####"):
-            return line[4:].strip() or None
-    return None
+extract_final_answer = strict_answer  # the strict reading; its one implementation is in answers.py
 
 
 def parse_number(text: str) -> Fraction | None:
@@ -117,6 +112,7 @@ class Task(ABC):
     name: str
     summary: ClassVar[str] = ""
     Settings: ClassVar[type[TaskSettings]] = TaskSettings
+    numeric_answers: ClassVar[bool] = True  # a flexible reading may fall back to the text's last number
 
     def __init__(self, settings: TaskSettings):
         self.settings = settings
@@ -142,13 +138,13 @@ class Task(ABC):
     def solution(self, problem: Problem) -> str:
         """The worked reference solution (follows the prompt), ending with the line '#### <answer>'."""
 
-    def extract_answer(self, text: str) -> str | None:
-        """The answer a completion gives on its last '#### ' line, or None."""
-        return extract_final_answer(text)
+    def extract_answer(self, text: str, how: str = "strict") -> str | None:
+        """The answer a completion gives: on its last '#### ' line (strict) or as free text says it (flexible)."""
+        return extract(text, how, self.numeric_answers)
 
-    def verify(self, problem: Problem, completion: str) -> float:
-        """Reward in [0, 1]: 1.0 when the extracted answer matches the problem's answer."""
-        got = self.extract_answer(completion)
+    def verify(self, problem: Problem, completion: str, how: str = "strict") -> float:
+        """Reward in [0, 1]: 1.0 when the answer read `how` (see datawall.tasks.answers) matches the problem's."""
+        got = self.extract_answer(completion, how)
         return 1.0 if got is not None and answers_match(got, problem.answer) else 0.0
 
     def size(self, split: str) -> int | None:

@@ -119,6 +119,7 @@ class CountdownTask(GeneratedTask):
     name = "countdown"
     summary = "reach the target from the given numbers with + - * /; prompt '3 4 5 9 -> 22'"
     Settings = CountdownSettings
+    numeric_answers = False  # the answer is an expression: its last number is no answer
 
     def _generate(self, rng: random.Random) -> Problem:
         s = self.settings
@@ -182,9 +183,9 @@ class CountdownTask(GeneratedTask):
             return f"evaluates to {value}, not {problem.meta['target']}"
         return None
 
-    def verify(self, problem: Problem, completion: str) -> float:
+    def verify(self, problem: Problem, completion: str, how: str = "strict") -> float:
         """1.0 for any expression over the given numbers (each at most once) equal to the target."""
-        expression = self.extract_answer(completion)
+        expression = self.extract_answer(completion, how)
         return 1.0 if expression is not None and self.check(problem, expression) is None else 0.0
 
     @property

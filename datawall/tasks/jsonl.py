@@ -196,8 +196,8 @@ class JsonlTask(Task):
     def solution(self, problem: Problem) -> str:
         return problem.meta["solution"]
 
-    def verify(self, problem: Problem, completion: str) -> float:
-        got = self.extract_answer(completion)
+    def verify(self, problem: Problem, completion: str, how: str = "strict") -> float:
+        got = self.extract_answer(completion, how)
         ok = got is not None and answers_match(got, problem.answer, self.settings.tolerance)  # type: ignore[attr-defined]
         return 1.0 if ok else 0.0
 

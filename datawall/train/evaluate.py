@@ -30,8 +30,13 @@ def solution_budget(task, tokenizer, problems: list, slack: float = 1.5) -> int:
 
 @torch.no_grad()
 def task_accuracy(model, tokenizer, task, problems: int = 200, split: str = "test", start: int = 0,
-                  batch_size: int = 100, device: str | None = None, quiet: bool = True) -> dict:
-    """Greedy accuracy on `problems` held-out problems (all of a smaller split), scored by the task's verifier."""
+                  batch_size: int = 100, device: str | None = None, quiet: bool = True, flexible: bool = False) -> dict:
+    """Greedy accuracy on `problems` held-out problems (all of a smaller split), scored by the task's verifier.
+
+    `accuracy` reads answers strictly ('#### N'); with `flexible`, the same completions are also read as free
+    text (datawall.tasks.answers) and scored as `flexible_accuracy` with its own interval, as lm-eval reports
+    GSM8K's strict-match and flexible-extract side by side.
+    """
     size = task.size(split)
     if size is not None:  # a tiny world: score every problem it has (the result says how many)
         problems = min(problems, size - start)
@@ -40,6 +45,7 @@ def task_accuracy(model, tokenizer, task, problems: int = 200, split: str = "tes
         raise DatawallError(f"{task.name}: no {split} problems from problem {start} on (the split has {size})")
     max_new = solution_budget(task, tokenizer, items)
     rewards: list[float] = []
+    loose: list[float] = []
     with progress_bar(rate_unit="prob/s", disable=quiet) as bar:
         job = bar.add_task("eval", total=len(items), rate="-", info="")
         for i in range(0, len(items), batch_size):
@@ -47,11 +53,18 @@ def task_accuracy(model, tokenizer, task, problems: int = 200, split: str = "tes
             outs = generate(model, tokenizer, [p.prompt for p in chunk], n=1, max_new_tokens=max_new,
                             temperature=0.0, device=device)
             rewards += [task.verify(p, out[0].text) for p, out in zip(chunk, outs, strict=True)]
+            if flexible:
+                loose += [task.verify(p, out[0].text, "flexible") for p, out in zip(chunk, outs, strict=True)]
             bar.update(job, completed=len(rewards), info=f"acc {sum(rewards) / len(rewards):.3f}")
     correct = sum(rewards)
     low, high = wilson_interval(correct, len(rewards))
-    return {"accuracy": correct / max(1, len(rewards)), "ci_low": low, "ci_high": high,
-            "problems": len(rewards), "correct": correct}
+    result = {"accuracy": correct / max(1, len(rewards)), "ci_low": low, "ci_high": high,
+              "problems": len(rewards), "correct": correct}
+    if flexible:
+        low, high = wilson_interval(sum(loose), len(loose))
+        result |= {"flexible_accuracy": sum(loose) / max(1, len(loose)), "flexible_ci_low": low,
+                   "flexible_ci_high": high, "flexible_correct": sum(loose)}
+    return result
 
 
 def perplexity(loss: float) -> float:
