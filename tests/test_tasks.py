@@ -369,6 +369,33 @@ def test_jsonl_problems_splits_and_gsm8k_rows(tmp_path):
     assert again.problem("train", 5) == task.problem("train", 5)
 
 
+def test_jsonl_benchmark_file_scored_whole_with_its_own_field_names(tmp_path):
+    """split=all: every row is held out (a benchmark's test set, scored whole); MATH-style rows name their keys."""
+    rows = [{"problem": f"What is {i} times 3?", "solution": f"{i} * 3 = {3 * i}, so \\boxed{{{3 * i}}}.",
+             "split": "train" if i % 2 else "test"} for i in range(40)]
+    rows.append({"problem": "Half of one?", "solution": "It is $\\boxed{\\frac{1}{2}}$."})
+    path = _write(tmp_path, rows)
+    task = get_task(f"jsonl:{path}", split="all", question_field="problem", answer_field="solution")
+    assert task.size("test") == 41 and task.size("train") == 0  # the rows' own split fields do not apply
+    with pytest.raises(TaskIndexError, match="past the end of the train split"):
+        task.problem("train", 0)
+    problems = task.problems("test", 41)
+    assert [p.meta["line"] for p in problems] == list(range(1, 42))  # in file order
+    p7 = problems[7]
+    assert p7.prompt == "Question: What is 7 times 3?\nAnswer:\n" and p7.answer == "21"
+    assert task.solution(p7) == "7 * 3 = 21, so \\boxed{21}.\n#### 21"  # the worked solution, then the answer line
+    assert task.verify(p7, task.solution(p7)) == 1.0 and task.verify(p7, "so \\boxed{21}", "flexible") == 1.0
+    half = problems[40]
+    assert half.answer == "\\frac{1}{2}" and task.verify(half, "\\boxed{\\frac{1}{2}}", "flexible") == 1.0
+    assert task.verify(half, "#### \\frac{1}{2}") == 1.0 and task.verify(half, "#### 1/3") == 0.0
+    auto = get_task(f"jsonl:{path}", question_field="problem", answer_field="solution")
+    assert {auto.size("train"), auto.size("test")} == {20, 21}  # the rows' split fields; the last row by hash
+    with pytest.raises(DatawallError, match=r":1: missing key 'question'"):
+        get_task(f"jsonl:{path}", split="all")
+    with pytest.raises(DatawallError, match="bad setting split=every"):
+        get_task(f"jsonl:{path}", split="every", question_field="problem", answer_field="solution")
+
+
 @pytest.mark.parametrize(
     ("rows", "needle"),
     [

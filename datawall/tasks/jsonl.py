@@ -7,16 +7,21 @@ not such an object is an error naming file:line, and so is one nested too deeply
 kept as written ('2.50', a 5,000-digit integer), never rounded through a float or an int.
 
 GSM8K rows work as they are: when "answer" holds a worked solution ending in a '#### 72' line, that text
-is the solution and 72 the answer. Without a solution, the reference solution is the line '#### <answer>'.
+is the solution and 72 the answer; so do MATH-style rows (`question_field=problem,answer_field=solution`):
+an answer holding a worked solution with a \\boxed{...} answer is that solution, and the last box's contents
+the answer. Without a solution, the reference solution is the line '#### <answer>'. The field names are
+settings: `question_field`, `answer_field`, `solution_field` (defaults: question, answer, solution).
 
 Prompt: ``Question: <question>\\nAnswer:\\n``; the solution follows on the next line and ends with
 ``#### <answer>``. A completion's last '#### ' line is compared with the answer: numerically when both are
 numbers (commas in '1,234' are ignored; relative `tolerance`), else as whitespace-normalized text.
 
 Split: the row's "split" if present, else a stable hash of the question (share `test_fraction` is held
-out). A question that appears in both splits is an error, so train and test never share a problem; a row
-that repeats an earlier row's question in the same split is skipped (it is not a second problem; `describe`
-counts them), unless its answer differs, which is an error naming both lines.
+out). With `split=all` the file is a benchmark: every row is a held-out ("test") problem, whatever its
+"split" field says, and the train split is empty, so `eval` / `think` score the whole file. A question
+that appears in both splits is an error, so train and test never share a problem; a row that repeats an
+earlier row's question in the same split is skipped (it is not a second problem; `describe` counts them),
+unless its answer differs, which is an error naming both lines.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from datawall.errors import DatawallError
+from datawall.tasks.answers import boxed_answer
 from datawall.tasks.base import (
     ANSWER_PREFIX,
     Problem,
@@ -83,6 +89,11 @@ class JsonlSettings(TaskSettings):
     path: str = Field(description="the JSON Lines file")
     test_fraction: float = Field(0.2, ge=0.0, le=1.0, description="held-out share for rows without 'split'")
     tolerance: float = Field(1e-6, ge=0.0, description="relative tolerance of numeric answers")
+    split: Literal["auto", "all"] = Field("auto", description="auto: the row's 'split', else a hash of the "
+                                          "question; all: every row is a held-out problem (a benchmark file)")
+    question_field: str = Field("question", min_length=1, description="the key holding the question")
+    answer_field: str = Field("answer", min_length=1, description="the key holding the answer")
+    solution_field: str = Field("solution", min_length=1, description="the key holding a worked solution")
 
 
 def _canonical_answer(text: str) -> str:
@@ -94,30 +105,35 @@ def _canonical_answer(text: str) -> str:
     return str(number.numerator) if number.denominator == 1 else text.replace(",", "")
 
 
-def _row(obj: Any, where: str) -> dict[str, str]:
+def _row(obj: Any, where: str, fields: tuple[str, str, str] = ("question", "answer", "solution")
+         ) -> dict[str, str]:
     """Validate one parsed line; returns question, answer, solution and split (may be '')."""
+    question_key, answer_key, solution_key = fields
     if not isinstance(obj, dict):
         raise DatawallError(f"{where}: expected a JSON object, got {_kind(obj)}")
-    for key in ("question", "answer"):
+    for key in (question_key, answer_key):
         if key not in obj:
             raise DatawallError(f"{where}: missing key {key!r}")
-    question, answer = obj["question"], obj["answer"]
+    question, answer = obj[question_key], obj[answer_key]
     if not isinstance(question, str) or not question.strip():
-        raise DatawallError(f"{where}: 'question' must be a non-empty string")
+        raise DatawallError(f"{where}: {question_key!r} must be a non-empty string")
     if not isinstance(answer, str | _Number):
-        raise DatawallError(f"{where}: 'answer' must be a string or a number, got {_kind(answer)}")
+        raise DatawallError(f"{where}: {answer_key!r} must be a string or a number, got {_kind(answer)}")
     answer = (answer.text if isinstance(answer, _Number) else answer).strip()
     if not answer:
-        raise DatawallError(f"{where}: 'answer' is empty")
-    solution = obj.get("solution")
+        raise DatawallError(f"{where}: {answer_key!r} is empty")
+    solution = obj.get(solution_key) if solution_key != answer_key else None
     if solution is not None and not isinstance(solution, str):
-        raise DatawallError(f"{where}: 'solution' must be a string, got {_kind(solution)}")
+        raise DatawallError(f"{where}: {solution_key!r} must be a string, got {_kind(solution)}")
     split = obj.get("split", "")
     if split != "" and split not in SPLITS:
         shown = repr(split) if isinstance(split, str) else _kind(split)
         raise DatawallError(f"{where}: 'split' must be one of {', '.join(SPLITS)}, got {shown}")
+    # GSM8K: the answer holds the worked solution, its '#### ' line the answer; MATH: its last \\boxed{}
     final = extract_final_answer(answer)
-    if final is not None:  # GSM8K: 'answer' holds the worked solution; its last line is the answer
+    if final is None:
+        final = boxed_answer(answer)
+    if final is not None:
         solution, answer = answer if solution is None else solution, final
     if solution is None or not solution.strip():
         solution = ANSWER_PREFIX + answer
@@ -127,7 +143,7 @@ def _row(obj: Any, where: str) -> dict[str, str]:
         if final is None:
             solution += "\n" + ANSWER_PREFIX + answer
         elif not answers_match(final, answer):
-            raise DatawallError(f"{where}: the solution's final line gives {final!r} but 'answer' is {answer!r}")
+            raise DatawallError(f"{where}: the solution's final line gives {final!r} but {answer_key!r} is {answer!r}")
     return {"question": question.strip(), "answer": _canonical_answer(answer), "solution": solution, "split": split}
 
 
@@ -165,8 +181,11 @@ class JsonlTask(Task):
             if not line.strip():
                 continue
             where = f"{s.path}:{lineno}"
-            row = _row(_parse(line, where), where)
-            split = row["split"] or split_of("jsonl", row["question"], s.test_fraction)
+            row = _row(_parse(line, where), where, (s.question_field, s.answer_field, s.solution_field))
+            if s.split == "all":  # a benchmark file: every row is held out
+                split = "test"
+            else:
+                split = row["split"] or split_of("jsonl", row["question"], s.test_fraction)
             first = seen.get(row["question"])
             if first is not None:
                 other, other_line, other_answer = first
