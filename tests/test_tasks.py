@@ -216,7 +216,7 @@ def test_settings_are_validated_with_clear_errors():
     with pytest.raises(DatawallError, match=r"unknown task 'arithmetic' \(known: arith, trace, countdown, jsonl:PATH"):
         get_task("arithmetic")
     names = [name for name, _ in list_tasks()]
-    assert names == ["arith", "trace", "countdown", "jsonl:PATH"] and all(desc for _, desc in list_tasks())
+    assert names == ["arith", "trace", "countdown", "jsonl:PATH", "rg:NAME"] and all(desc for _, desc in list_tasks())
 
 
 def test_bad_split_and_index():

@@ -9,6 +9,8 @@ from datawall.tasks.arith import ArithTask
 from datawall.tasks.base import Task
 from datawall.tasks.countdown import CountdownTask
 from datawall.tasks.jsonl import JsonlTask
+from datawall.tasks.reasoning_gym import PREFIX as RG_PREFIX
+from datawall.tasks.reasoning_gym import ReasoningGymTask
 from datawall.tasks.trace import TraceTask
 
 TASKS: dict[str, type[Task]] = {"arith": ArithTask, "trace": TraceTask, "countdown": CountdownTask}
@@ -16,8 +18,8 @@ JSONL_PREFIX = "jsonl:"
 
 
 def known_names() -> list[str]:
-    """Every name get_task accepts (jsonl takes a path)."""
-    return [*TASKS, JSONL_PREFIX + "PATH"]
+    """Every name get_task accepts (jsonl takes a path, rg a reasoning-gym dataset)."""
+    return [*TASKS, JSONL_PREFIX + "PATH", RG_PREFIX + "NAME"]
 
 
 def task_class(name: str) -> type[Task]:
@@ -27,6 +29,8 @@ def task_class(name: str) -> type[Task]:
         return TASKS[name]
     if name == "jsonl" or name.startswith(JSONL_PREFIX):
         return JsonlTask
+    if name == "rg" or name.startswith(RG_PREFIX):
+        return ReasoningGymTask
     raise DatawallError(f"unknown task {name!r} (known: {', '.join(known_names())})")
 
 
@@ -43,12 +47,20 @@ def get_task(name: str, **settings: Any) -> Task:
         settings = {**settings, "path": path}
     elif cls is JsonlTask and "path" not in settings:
         raise DatawallError("jsonl task needs a file: jsonl:PATH")
+    elif cls is ReasoningGymTask:
+        dataset = name[len(RG_PREFIX):] if name != "rg" else settings.get("dataset", "")
+        if not dataset:
+            raise DatawallError("rg task needs a reasoning-gym dataset: rg:NAME (e.g. rg:gsm_symbolic)")
+        if "dataset" in settings and settings["dataset"] != dataset:
+            raise DatawallError(f"rg: the name gives dataset {dataset!r} but the settings give {settings['dataset']!r}")
+        settings = {**settings, "dataset": dataset}
     return cls.create(**settings)
 
 
 def list_tasks() -> list[tuple[str, str]]:
     """(name, one-line description) of every task family."""
-    return [(name, cls.summary) for name, cls in TASKS.items()] + [(JSONL_PREFIX + "PATH", JsonlTask.summary)]
+    return [(name, cls.summary) for name, cls in TASKS.items()] + [(JSONL_PREFIX + "PATH", JsonlTask.summary),
+                                                                   (RG_PREFIX + "NAME", ReasoningGymTask.summary)]
 
 
 def parse_task_args(text: str) -> dict[str, str]:
