@@ -7,7 +7,7 @@ test never share a question, and a split never repeats one.
 
 Prompt: ``Question: <question>\\nAnswer:\\n`` (the jsonl format). The answer a completion gives is read as
 for every task (strict: its '#### ' line; flexible: \\boxed{}, '#### ', "the answer is"; the last number too
-when the reference answer is a number) and handed to the dataset's own `score_answer`. Its scores are
+when the dataset's answers are numbers) and handed to the dataset's own `score_answer`. Its scores are
 partial (0.01 for a wrong answer of gsm_symbolic, 0.05 for a wrong expression of countdown); the reward is
 1.0 when the score reaches `threshold` (1.0 by default: exactly right) and 0.0 otherwise.
 """
@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import random
 import string
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from pydantic import Field
 
 from datawall.errors import DatawallError
-from datawall.tasks.answers import extract
 from datawall.tasks.base import ANSWER_PREFIX, GeneratedTask, Problem, TaskSettings, parse_number
 
 PROMPT = "Question: {question}\nAnswer:\n"
@@ -97,18 +96,19 @@ class ReasoningGymTask(GeneratedTask):
             return cot
         return f"{cot}\n{ANSWER_PREFIX}{problem.answer}" if cot else ANSWER_PREFIX + problem.answer
 
-    def extract_answer(self, text: str, how: str = "strict", numeric: bool = False) -> str | None:
-        """The answer a completion gives (see the module docstring), or None."""
-        return extract(text, how, numeric)
+    @cached_property
+    def numeric_answers(self) -> bool:
+        """Whether this dataset's answers are numbers (gsm_symbolic) or not (countdown's expressions): decides
+        whether a flexible reading may fall back to a completion's last number."""
+        return all(parse_number(p.answer) is not None for p in self.problems("train", 16))
 
     def verify(self, problem: Problem, completion: str, how: str = "strict") -> float:
         """1.0 when the dataset scores the extracted answer at or above `threshold`, else 0.0."""
-        got = self.extract_answer(completion, how, numeric=parse_number(problem.answer) is not None)
+        got = self.extract_answer(completion, how)
         if got is None:
             return 0.0
-        entry = self._entry(problem)
-        score = _dataset(self.settings.dataset, problem.meta["seed"]).score_answer(answer=got, entry=entry)
-        return 1.0 if score >= self.settings.threshold else 0.0
+        dataset = _dataset(self.settings.dataset, problem.meta["seed"])
+        return 1.0 if dataset.score_answer(answer=got, entry=dataset[0]) >= self.settings.threshold else 0.0
 
     @property
     def alphabet(self) -> str:
