@@ -28,14 +28,14 @@ def test_chars_ids_and_round_trip():
     tok = Tokenizer.for_chars(ALPHABET)
     assert tok.kind == "chars"
     assert (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 1, 2)
-    assert tok.vocab_size == 3 + len(set(ALPHABET))
+    assert tok.vocab_size == 4 + len(set(ALPHABET))  # <pad> <bos> <eos> <unk>
     chars = sorted(set(ALPHABET))
-    assert [tok.id_to_token(i) for i in range(3)] == ["<pad>", "<bos>", "<eos>"]
-    assert [tok.id_to_token(3 + i) for i in range(len(chars))] == chars
+    assert [tok.id_to_token(i) for i in range(4)] == ["<pad>", "<bos>", "<eos>", "<unk>"]
+    assert [tok.id_to_token(4 + i) for i in range(len(chars))] == chars
     text = "12+34=46\n\n  #### 46\t<a>\n "
     ids = tok.encode(text)
     assert len(ids) == len(text)  # one token per character, whitespace included
-    assert ids == [3 + chars.index(c) for c in text]
+    assert ids == [4 + chars.index(c) for c in text]
     assert tok.decode(ids) == text
 
 
@@ -95,7 +95,7 @@ def test_load_missing_or_corrupt(tmp_path):
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import models
     HFTokenizer(models.WordLevel({"a": 0, "b": 1}, unk_token="b")).save(str(tmp_path / "tokenizer.json"))
-    with pytest.raises(DatawallError, match="special token <pad>"):  # a foreign tokenizer
+    with pytest.raises(DatawallError, match="tokenizer_config.json beside it"):  # a foreign tokenizer, no config
         Tokenizer.load(tmp_path)
     with pytest.raises(DatawallError, match="vocab_size"):
         Tokenizer.train_bpe(["abc"], vocab_size=100)
@@ -113,5 +113,5 @@ def test_transformers_fast_tokenizer_agrees(tmp_path, bpe):
         assert (hf.pad_token_id, hf.bos_token_id, hf.eos_token_id) == (0, 1, 2)
         assert len(hf) == tok.vocab_size
         for text in texts:
-            assert hf(text)["input_ids"] == tok.encode(text), (name, text)
+            assert hf(text)["input_ids"] == tok.encode_prompt(text) == [1, *tok.encode(text)], (name, text)
             assert hf.decode(tok.encode(text), skip_special_tokens=True) == tok.decode(tok.encode(text))

@@ -76,11 +76,11 @@ def _examples(task, tokenizer: Tokenizer, split: str, start: int, n: int) -> tup
         return [], end
     prompts = tokenizer.encode_batch([p.prompt for p in problems])
     solutions = tokenizer.encode_batch([task.solution(p) for p in problems])
-    bos, eos = tokenizer.bos_id, tokenizer.eos_id
     docs = []
     for prompt, solution in zip(prompts, solutions, strict=True):
-        ids = np.array([bos, *prompt, *solution, eos], dtype=np.int32)
+        head = tokenizer.with_bos(prompt)  # bos first when the tokenizer adds one, as the model is prompted
+        ids = np.array([*head, *solution, tokenizer.eos_id], dtype=np.int32)
         mask = np.ones(len(ids), dtype=bool)
-        mask[: 1 + len(prompt)] = False
+        mask[: len(head)] = False
         docs.append(Doc(ids, mask))
     return docs, end

@@ -124,8 +124,16 @@ def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 # --- config files --------------------------------------------------------------------------------
 
 
+def _eos_ids(tokenizer: Tokenizer) -> int | list[int]:
+    """eos_token_id as HF writes it: one id, or the list of every token that ends a turn (Llama 3)."""
+    return tokenizer.eos_id if len(tokenizer.stop_ids) == 1 else list(tokenizer.stop_ids)
+
+
 def hf_config(cfg: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
     """config.json contents for LlamaForCausalLM (readable by transformers 4.x and 5.x)."""
+    scaling = dict(cfg.rope_scaling or {})
+    if scaling:
+        scaling["rope_type"] = scaling.pop("type", scaling.get("rope_type"))
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -140,13 +148,14 @@ def hf_config(cfg: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
         "max_position_embeddings": cfg.max_seq_len,
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_theta,  # transformers 4.x
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},  # transformers 5.x
+        "rope_scaling": scaling or None,
+        "rope_parameters": {"rope_type": "default", **scaling, "rope_theta": cfg.rope_theta},  # transformers 5.x
         "attention_bias": False,
         "attention_dropout": 0.0,
         "mlp_bias": False,
         "tie_word_embeddings": cfg.tie_embeddings,
         "bos_token_id": tokenizer.bos_id,
-        "eos_token_id": tokenizer.eos_id,
+        "eos_token_id": _eos_ids(tokenizer),
         "pad_token_id": tokenizer.pad_id,
         "initializer_range": 0.02,
         "pretraining_tp": 1,
@@ -160,7 +169,7 @@ def generation_config(tokenizer: Tokenizer) -> dict[str, Any]:
     """generation_config.json matching datawall's sampler defaults (plain sampling at temperature 1)."""
     return {
         "bos_token_id": tokenizer.bos_id,
-        "eos_token_id": tokenizer.eos_id,
+        "eos_token_id": _eos_ids(tokenizer),
         "pad_token_id": tokenizer.pad_id,
         "do_sample": True,
         "temperature": 1.0,
@@ -193,10 +202,15 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json") -> ModelConfi
         raise DatawallError(f"{where}: hidden_act {hf['hidden_act']!r} is not supported (only 'silu')")
     if hf.get("attention_bias") or hf.get("mlp_bias"):
         raise DatawallError(f"{where}: attention_bias/mlp_bias are not supported")
+    # transformers 5 writes rope_parameters (theta and scaling in one dict), 4.x rope_theta and rope_scaling
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "?"
+    if not isinstance(rope, dict):
+        raise DatawallError(f"{where}: rope_parameters/rope_scaling must be an object, got {rope!r:.60}")
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    scaling = None
     if rope_type != "default":
-        raise DatawallError(f"{where}: rope type {rope_type!r} is not supported (only 'default')")
+        scaling = {k: v for k, v in rope.items() if k not in ("rope_theta", "type", "partial_rotary_factor")}
+        scaling["rope_type"] = rope_type  # ModelConfig refuses a type it does not compute (dynamic, yarn, ...)
     theta = hf.get("rope_theta", rope.get("rope_theta", 10000.0))
     heads = hf["num_attention_heads"]
     if isinstance(heads, int) and heads > 0 and hf.get("head_dim") not in (None, hf["hidden_size"] // heads):
@@ -213,6 +227,7 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json") -> ModelConfi
             rope_theta=float(theta),
             norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
             tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            rope_scaling=scaling,
         )
     except (DatawallError, TypeError, ValueError) as e:
         raise DatawallError(f"{where}: {e}") from None
@@ -269,13 +284,7 @@ def _load_weights(directory: Path) -> tuple[ModelConfig, Transformer]:
     if not directory.is_dir():
         raise DatawallError(f"{directory}: not a checkpoint directory (does not exist or is not a directory)")
     cfg = config_from_hf(_read_json(directory / "config.json"), str(directory / "config.json"))
-    path = directory / WEIGHTS
-    if not path.is_file():
-        raise DatawallError(f"{path}: missing (only single-file safetensors checkpoints are supported)")
-    try:
-        tensors = load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for truncated or malformed files
-        raise DatawallError(f"{path}: cannot read safetensors ({str(e).splitlines()[0][:200]})") from None
+    tensors, path = _read_tensors(directory)
     expected = _expected_shapes(cfg)
     for name, shape in expected.items():
         if name not in tensors:
@@ -293,10 +302,30 @@ def _load_weights(directory: Path) -> tuple[ModelConfig, Transformer]:
     extra = [k for k in tensors if k not in expected and not k.endswith(IGNORED_KEYS) and k != "lm_head.weight"]
     if extra:
         raise DatawallError(f"{path}: unexpected tensor(s) {', '.join(sorted(extra)[:3])}")
-    model = Transformer(cfg)
     state = {k: t.float() for k, t in _datawall_state_dict(tensors, cfg).items()}
-    model.load_state_dict(state)
-    return cfg, model.eval()
+    return cfg, Transformer.from_state_dict(cfg, state).eval()
+
+
+def _read_tensors(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """Every tensor of model.safetensors, or of the shards a model.safetensors.index.json lists."""
+    path, index = directory / WEIGHTS, directory / (WEIGHTS + ".index.json")
+    if path.is_file():
+        files = [path]
+    elif index.is_file():
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise DatawallError(f"{index}: no weight_map")
+        files = [directory / name for name in sorted(set(map(str, weight_map.values())))]
+        path = index
+    else:
+        raise DatawallError(f"{path}: missing (nor a {index.name}: safetensors weights are needed)")
+    tensors: dict[str, torch.Tensor] = {}
+    for file in files:
+        try:
+            tensors |= load_file(str(file))
+        except Exception as e:  # safetensors raises its own error types for truncated or malformed files
+            raise DatawallError(f"{file}: cannot read safetensors ({str(e).splitlines()[0][:200]})") from None
+    return tensors, path
 
 
 def checkpoint_dir(path: str | Path) -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from datawall.errors import DatawallError
@@ -22,6 +22,9 @@ class ModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
+    # None, or HF's rope_scaling dict with rope_type "linear" (factor) or "llama3" (factor, low_freq_factor,
+    # high_freq_factor, original_max_position_embeddings), as Llama 3.1/3.2 checkpoints carry it
+    rope_scaling: dict[str, Any] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "max_seq_len"):
@@ -36,6 +39,8 @@ class ModelConfig:
             raise DatawallError(
                 f"model config: n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}"
             )
+        if self.rope_scaling is not None:
+            check_rope_scaling(self.rope_scaling)
 
     @property
     def head_dim(self) -> int:
@@ -44,6 +49,24 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields (JSON-serializable)."""
         return asdict(self)
+
+
+ROPE_SCALING_KEYS = {"linear": ("factor",),
+                     "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+
+
+def check_rope_scaling(scaling: dict[str, Any]) -> None:
+    """DatawallError unless scaling is a rope_scaling dict this model computes (linear or llama3, numbers > 0)."""
+    kind = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else None
+    if kind not in ROPE_SCALING_KEYS:
+        raise DatawallError(f"model config: rope scaling {kind!r} is not supported (only "
+                            f"{', '.join(ROPE_SCALING_KEYS)}, or none)")
+    for key in ROPE_SCALING_KEYS[kind]:
+        value = scaling.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise DatawallError(f"model config: {kind} rope scaling needs {key} > 0, got {value!r}")
+    if kind == "llama3" and not scaling["high_freq_factor"] > scaling["low_freq_factor"]:
+        raise DatawallError("model config: llama3 rope scaling needs high_freq_factor > low_freq_factor")
 
 
 def swiglu_hidden(dim: int, multiple_of: int = 32) -> int:

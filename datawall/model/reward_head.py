@@ -88,7 +88,7 @@ class RewardModel(nn.Module):
         Prompt and steps are encoded separately, as the sampler appends completion tokens to prompt tokens.
         An empty step list scores the prompt's last token.
         """
-        ids = [self.tokenizer.bos_id, *self.tokenizer.encode(prompt)]
+        ids = self.tokenizer.encode_prompt(prompt)
         ends = []
         for step in steps:
             ids += self.tokenizer.encode(step)

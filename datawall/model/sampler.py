@@ -114,14 +114,8 @@ def _pick(
 
 
 def _encode(tokenizer, prompts: list[str] | list[list[int]]) -> list[tuple[int, ...]]:
-    """Token ids of each prompt with bos in front (token lists that already start with bos are kept)."""
-    out = []
-    for p in prompts:
-        ids = list(tokenizer.encode(p)) if isinstance(p, str) else [int(i) for i in p]
-        if not ids or ids[0] != tokenizer.bos_id:
-            ids = [tokenizer.bos_id, *ids]
-        out.append(tuple(ids))
-    return out
+    """Token ids of each prompt, bos in front when the tokenizer adds one (lists already starting with it are kept)."""
+    return [tuple(tokenizer.with_bos(tokenizer.encode(p) if isinstance(p, str) else p)) for p in prompts]
 
 
 def _check_args(n: int, max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
@@ -277,7 +271,9 @@ def _finish(
     """Record the rows that finish at this step (eos, then a stop string, then the token budget) in kept and
     reason; return how many batch rows are finished. Without eos or stop strings nothing is read back here."""
     if not ignore_eos:
-        for b in (tokens == tokenizer.eos_id).nonzero().squeeze(1).tolist():
+        ends = tokens == tokenizer.eos_id if len(tokenizer.stop_ids) == 1 else \
+            torch.isin(tokens, torch.tensor(tokenizer.stop_ids, device=tokens.device))
+        for b in ends.nonzero().squeeze(1).tolist():
             if alive[b] not in kept:
                 kept[alive[b]], reason[alive[b]] = step + 1, "stop"
     if stop:

@@ -13,9 +13,28 @@ from datawall.model.kv_cache import KVCache
 from datawall.model.ops import rms_norm, swiglu
 
 
-def rope_table(head_dim: int, max_len: int, theta: float) -> torch.Tensor:
+def rope_frequencies(head_dim: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
+    """Llama's rotary frequencies [head_dim // 2] (float32), rescaled as HF's linear or llama3 rope_scaling says."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
+    if scaling is None:
+        return inv_freq
+    factor = scaling["factor"]
+    if scaling.get("rope_type", scaling.get("type")) == "linear":
+        return inv_freq / factor
+    # llama3: long wavelengths slowed by factor, short ones kept, a smooth blend between (Llama 3.1's recipe)
+    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old_len = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    return torch.where(medium, blended, scaled)
+
+
+def rope_table(head_dim: int, max_len: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
     """cos and sin of Llama's rotary angles as a float32 tensor [max_len, head_dim // 2, 2]."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    inv_freq = rope_frequencies(head_dim, theta, scaling)
     angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
     return torch.stack([angles.cos(), angles.sin()], dim=-1)
 
@@ -185,9 +204,21 @@ class Transformer(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
         self.register_buffer(
-            "rope", rope_table(config.head_dim, config.max_seq_len, config.rope_theta), persistent=False
-        )
+            "rope", rope_table(config.head_dim, config.max_seq_len, config.rope_theta, config.rope_scaling),
+            persistent=False)
         self.reset_parameters()
+
+    @classmethod
+    def from_state_dict(cls, config: ModelConfig, state: dict[str, torch.Tensor]) -> Transformer:
+        """A model holding exactly these weights, built without initialising random ones first (a 1B model's
+        init would take longer than reading its file)."""
+        with torch.device("meta"):
+            model = cls(config)
+        model.load_state_dict(state, assign=True, strict=True)
+        if config.tie_embeddings:
+            model.lm_head.weight = model.tok_emb.weight
+        model.rope = rope_table(config.head_dim, config.max_seq_len, config.rope_theta, config.rope_scaling)
+        return model
 
     def reset_parameters(self) -> None:
         """nanoGPT init: N(0, 0.02) everywhere, residual output projections scaled by 1/sqrt(2 n_layers)."""

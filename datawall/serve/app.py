@@ -31,7 +31,7 @@ from datawall.errors import DatawallError
 from datawall.model import load_checkpoint
 from datawall.serve.batcher import Batcher, Choice, SamplingParams
 from datawall.serve.body_limit import BodyLimit
-from datawall.serve.chat import ChatTemplateError, render
+from datawall.serve.chat import ChatTemplateError, as_dicts, render
 from datawall.serve.docs import docs_page
 from datawall.serve.schemas import (
     MAX_STOP,
@@ -222,14 +222,14 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
         except DatawallError as e:
             raise APIError(400, f"{param}: {str(e).removeprefix('tokenizer: ')}.", param=param,
                            code="invalid_value") from None
-        return [tok.bos_id, *ids]
+        return tok.with_bos(ids)
 
     def with_bos(ids: list[int], param: str) -> list[int]:
         bad = [i for i in ids if not 0 <= i < tok.vocab_size]
         if bad:
             raise APIError(400, f"{param}: token id {bad[0]} is outside the vocabulary (0..{tok.vocab_size - 1}).",
                            param=param, code="invalid_value")
-        return ids if ids and ids[0] == tok.bos_id else [tok.bos_id, *ids]
+        return tok.with_bos(ids)
 
     def budget(prompts: list[list[int]], requested: int | None, default: int, param: str) -> int:
         """Check prompt lengths against the limits and return the max_tokens to use."""
@@ -297,7 +297,7 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
         return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
     def token_text(i: int) -> str:
-        return tok.id_to_token(i) if i in (tok.pad_id, tok.bos_id, tok.eos_id) else tok.decode([i])
+        return tok.id_to_token(i) if tok.is_special(i) else tok.decode([i])
 
     # --- routes ------------------------------------------------------------------------------------
 
@@ -372,10 +372,12 @@ def create_app(model_dir: str | Path, api_key: str | None = None, limits: Limits
         if req.top_logprobs is not None and not req.logprobs:
             raise APIError(400, "top_logprobs needs logprobs=true.", param="top_logprobs", code="invalid_value")
         try:
-            text = render(req.messages)
-        except ChatTemplateError as e:
+            if tok.chat_template is None:
+                prompts = [await run_in_threadpool(encode, render(req.messages), "messages")]
+            else:  # the checkpoint's own template (an instruct model): its turn tokens, as transformers renders
+                prompts = [await run_in_threadpool(tok.encode_chat, as_dicts(req.messages))]
+        except (ChatTemplateError, DatawallError) as e:
             raise APIError(400, str(e), param="messages", code="invalid_value") from None
-        prompts = [await run_in_threadpool(encode, text, "messages")]
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         max_tokens = budget(prompts, requested, limits.max_tokens, "messages")
         top = req.top_logprobs or 0

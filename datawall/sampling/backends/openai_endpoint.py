@@ -101,9 +101,9 @@ class OpenAIEndpoint:
         texts = [(c.message.content or "") if self.chat else c.text for c in choices]
         usage = answer.usage
         total_out = usage.completion_tokens if usage else 0
-        # usage reports only the total; share it by text length (exact when every choice has the same length)
-        chars = sum(len(t) for t in texts) or 1
-        outs = [round(total_out * len(t) / chars) if total_out else len(t) for t in texts]
+        # usage reports only the total: share it by text length (exact when every choice has the same length),
+        # largest remainders first, so that the shares add up to the total
+        outs = _apportion(total_out, [len(t) for t in texts]) if total_out else [len(t) for t in texts]
         prompt_tokens = usage.prompt_tokens if usage else 0
         return [Completion(t, o, prompt_tokens, seconds / n) for t, o in zip(texts, outs, strict=True)]
 
@@ -171,6 +171,16 @@ class OpenAIEndpoint:
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self.client.close()
+
+
+def _apportion(total: int, weights: list[int]) -> list[int]:
+    """total split into integers proportional to weights (equal shares when all are 0) that sum to total."""
+    weights = weights if any(weights) else [1] * len(weights)
+    exact = [total * w / sum(weights) for w in weights]
+    shares = [int(x) for x in exact]
+    for i in sorted(range(len(exact)), key=lambda i: shares[i] - exact[i])[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
 
 
 class _NRefused(Exception):
