@@ -125,3 +125,29 @@ def test_chat_without_template_is_one_line():
     tok = Tokenizer.for_chars("abc")
     with pytest.raises(DatawallError, match="no chat template"):
         tok.encode_chat([{"role": "user", "content": "a"}])
+
+
+def test_pretrain_init_fine_tunes_a_foreign_checkpoint_and_saves_hf(tmp_path):
+    from typer.testing import CliRunner
+
+    from datawall.cli import app
+
+    directory = random_llama(tmp_path / "m", "gqa-tied")
+    rows = [{"question": f"what is {a} plus {b}?", "answer": str(a + b)} for a in range(12) for b in range(12)]
+    data = tmp_path / "add.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before = load_checkpoint(directory)
+    args = ["pretrain", "--init", str(directory), "--task", f"jsonl:{data}", "--tokens", "4k", "--unique-tokens", "2k",
+            "--batch-size", "8", "--seq-len", "64", "--eval-problems", "4", "--out", str(tmp_path / "run"), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "run" / "checkpoint"
+    after = load_checkpoint(out)
+    assert after.config == before.config and after.tokenizer == before.tokenizer
+    assert after.tokenizer.chat_template == before.tokenizer.chat_template
+    assert not torch.equal(after.model.blocks[0].mlp.w2.weight, before.model.blocks[0].mlp.w2.weight)
+    ids = [[1, *range(5, 60)]]
+    assert (after.model(torch.tensor(ids)) - hf_logits(out, ids)).abs().max().item() <= 1e-4
+    # trained as it is prompted: bos (this tokenizer adds one) then the prompt, the loss on the solution only
+    prompt = "Question: what is 3 plus 4?\nAnswer:\n"
+    assert transformers.AutoTokenizer.from_pretrained(out)(prompt).input_ids == after.tokenizer.encode_prompt(prompt)
