@@ -113,6 +113,11 @@ class Task(ABC):
     summary: ClassVar[str] = ""
     Settings: ClassVar[type[TaskSettings]] = TaskSettings
     numeric_answers: ClassVar[bool] = True  # a flexible reading may fall back to the text's last number
+    # What separates solved few-shot examples from each other and from the asked prompt (lm-eval's
+    # fewshot_delimiter), and the strings that end a completion besides eos (lm-eval's `until`): a model that
+    # runs past its answer into the next example's prompt is cut there. datawall's own worlds end at eos.
+    fewshot_separator: ClassVar[str] = "\n\n"
+    stop: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: TaskSettings):
         self.settings = settings

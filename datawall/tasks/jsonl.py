@@ -13,7 +13,8 @@ the answer. Without a solution, the reference solution is the line '#### <answer
 settings: `question_field`, `answer_field`, `solution_field` (defaults: question, answer, solution).
 
 Prompt: ``Question: <question>\\nAnswer:\\n``; the solution follows on the next line and ends with
-``#### <answer>``. A completion's last '#### ' line is compared with the answer: numerically when both are
+``#### <answer>``; a completion stops at ``\\n\\nQuestion:`` (where a few-shot prompt's next example would
+begin). A completion's last '#### ' line is compared with the answer: numerically when both are
 numbers (commas in '1,234' are ignored; relative `tolerance`), else as whitespace-normalized text.
 
 Split: the row's "split" if present, else a stable hash of the question (share `test_fraction` is held
@@ -48,6 +49,7 @@ from datawall.tasks.base import (
 from datawall.tasks.splits import SPLITS, check_split, split_of
 
 PROMPT = "Question: {question}\nAnswer:\n"
+STOP = ("\n\nQuestion:",)  # the next few-shot example begins: the answer is over
 
 
 class _Number:
@@ -153,6 +155,7 @@ class JsonlTask(Task):
     name = "jsonl"
     summary = "your problems from a JSON Lines file: jsonl:PATH with {question, answer[, solution, split]} rows"
     Settings = JsonlSettings
+    stop = STOP
 
     def __init__(self, settings: JsonlSettings):
         super().__init__(settings)

@@ -5,11 +5,12 @@ each with its own scorer. Candidate j of a split is entry 0 of `create_dataset(N
 drawn from the candidate's datawall seed, so the split machinery of every generated world applies: train and
 test never share a question, and a split never repeats one.
 
-Prompt: ``Question: <question>\\nAnswer:\\n`` (the jsonl format). The answer a completion gives is read as
-for every task (strict: its '#### ' line; flexible: \\boxed{}, '#### ', "the answer is"; the last number too
-when the dataset's answers are numbers) and handed to the dataset's own `score_answer`. Its scores are
-partial (0.01 for a wrong answer of gsm_symbolic, 0.05 for a wrong expression of countdown); the reward is
-1.0 when the score reaches `threshold` (1.0 by default: exactly right) and 0.0 otherwise.
+Prompt: ``Question: <question>\\nAnswer:\\n`` and stop ``\\n\\nQuestion:`` (the jsonl format). The answer a
+completion gives is read as for every task (strict: its '#### ' line; flexible: \\boxed{}, '#### ', "the answer
+is"; the last number too when the dataset's answers are numbers) and handed to the dataset's own
+`score_answer`. Its scores are partial (0.01 for a wrong answer of gsm_symbolic, 0.05 for a wrong expression of
+countdown); the reward is 1.0 when the score reaches `threshold` (1.0 by default: exactly right) and 0.0
+otherwise.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from pydantic import Field
 
 from datawall.errors import DatawallError
 from datawall.tasks.base import ANSWER_PREFIX, GeneratedTask, Problem, TaskSettings, parse_number
+from datawall.tasks.jsonl import PROMPT, STOP  # the jsonl format, prompt and stop alike
 
-PROMPT = "Question: {question}\nAnswer:\n"
 PREFIX = "rg:"
 INSTALL = "pip install 'datawall[rg]' (reasoning-gym)"
 
@@ -73,6 +74,7 @@ class ReasoningGymTask(GeneratedTask):
     name = "rg"
     summary = "reasoning-gym's procedural tasks (rg:gsm_symbolic, rg:countdown, ...), scored by their own scorers"
     Settings = RgSettings
+    stop = STOP
 
     def __init__(self, settings: RgSettings):
         super().__init__(settings)
