@@ -6,7 +6,7 @@ re-run, or a larger sweep after a smaller one, pays only for completions it has 
 
 from __future__ import annotations
 
-from datawall.sampling.backends import Backend, Completion, mix_seed
+from datawall.sampling.backends import Backend, Completion, Prompt, mix_seed
 from datawall.sampling.sample_cache import SampleCache, params_key
 
 
@@ -17,7 +17,7 @@ class CachedDraw:
         self.backend, self.cache, self.seed = backend, cache, seed
         self.drawn = 0
 
-    def draw(self, prompts: list[str], n: int, max_tokens: int, temperature: float, top_p: float | None,
+    def draw(self, prompts: list[Prompt], n: int, max_tokens: int, temperature: float, top_p: float | None,
              stop: list[str] | None) -> list[list[Completion]]:
         """Completions 0..n-1 of every prompt, cached ones reused (sample j is the same whatever n is)."""
         params = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "stop": stop}

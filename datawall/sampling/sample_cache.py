@@ -1,4 +1,4 @@
-"""An on-disk cache of samples keyed by (backend identity, prompt, sampling params, sample index).
+"""An on-disk cache of samples keyed by (backend identity, prompt or chat messages, sampling params, sample index).
 
 A re-run never pays twice for a sample and an interrupted run resumes with the samples it already has.
 sqlite3 (stdlib) in WAL mode: each batch is one transaction, so a crash loses at most the batch in flight.
@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from datawall.errors import DatawallError
-from datawall.sampling.backends import Completion
+from datawall.sampling.backends import Completion, Prompt
 
 
 def params_key(**params: object) -> str:
@@ -39,9 +39,12 @@ class SampleCache:
         self.stored = 0
 
     @staticmethod
-    def key(identity: str, prompt: str, params: str) -> str:
-        """One key per (backend, prompt, params); the sample index is the second column."""
-        return hashlib.sha256("\0".join((identity, prompt, params)).encode()).hexdigest()
+    def key(identity: str, prompt: Prompt, params: str) -> str:
+        """One key per (backend, prompt, params); the sample index is the second column. Chat messages are
+        keyed by their canonical JSON behind a NUL-delimited marker (text prompts keep their old keys), so chat
+        and plain samples never mix."""
+        text = prompt if isinstance(prompt, str) else "\0chat\0" + json.dumps(prompt, sort_keys=True)
+        return hashlib.sha256("\0".join((identity, text, params)).encode()).hexdigest()
 
     def get(self, key: str, indices: list[int]) -> dict[int, Completion]:
         """The cached samples among `indices`."""

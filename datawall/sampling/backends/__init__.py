@@ -1,8 +1,11 @@
 """Sampling backends for `datawall think`: a local checkpoint, or any OpenAI-compatible endpoint.
 
 Every backend answers `sample(prompts, n, ...)` with n completions per prompt and says how its samples are
-priced (`cost_model`). `identity` names what produces the samples (model weights or endpoint + model), so
-the sample cache never serves one model's samples for another's.
+priced (`cost_model`). A prompt is completion text (`str`) or chat messages (`[{"role", "content"}, ...]`,
+datawall.tasks.prompting), which each backend renders its own way: the endpoint sends them to
+/v1/chat/completions, the HF and local backends apply the model's chat template. `identity` names what
+produces the samples (model weights or endpoint + model), so the sample cache never serves one model's samples
+for another's.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from datawall.economics.cost import CostModel
+from datawall.tasks.prompting import Prompt
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ class Backend(Protocol):
     name: str
     identity: str
 
-    def sample(self, prompts: list[str], n: int, max_tokens: int, temperature: float, top_p: float | None,
+    def sample(self, prompts: list[Prompt], n: int, max_tokens: int, temperature: float, top_p: float | None,
                stop: list[str] | None, seed: int) -> list[list[Completion]]:
         """n completions of each prompt (temperature 0: greedy), reproducible for a given seed."""
         ...
@@ -55,4 +59,4 @@ def mix_seed(seed: int, *parts: int) -> int:
     return x & (2**63 - 1)
 
 
-__all__ = ["Backend", "Completion", "mix_seed"]
+__all__ = ["Backend", "Completion", "Prompt", "mix_seed"]

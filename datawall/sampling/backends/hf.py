@@ -8,7 +8,7 @@ from pathlib import Path
 from datawall.device import require_device
 from datawall.economics.cost import CostModel
 from datawall.errors import DatawallError
-from datawall.sampling.backends import Completion
+from datawall.sampling.backends import Completion, Prompt
 
 
 class HFBackend:
@@ -30,7 +30,7 @@ class HFBackend:
             self.model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
         except (OSError, ValueError) as e:
             raise DatawallError(f"{model_dir}: transformers cannot load it ({str(e).splitlines()[0]})") from None
-        self.device = device
+        self.model_dir, self.device = model_dir, device
         self.price = price or ("h100" if device.startswith("cuda") else "local-cpu")
         self.prices = prices
         # matmul weights (attention, MLP, output head): 2 N FLOPs per token
@@ -39,7 +39,22 @@ class HFBackend:
         stamp = ",".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
         self.identity = f"hf:{model_dir.resolve()}:{stamp}"
 
-    def sample(self, prompts: list[str], n: int, max_tokens: int, temperature: float, top_p: float | None,
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        """Token ids the model is given: chat messages through the tokenizer's chat template (which writes its
+        own special tokens, bos too if the model has one), completion text with bos in front."""
+        if not isinstance(prompt, str):
+            if not getattr(self.tokenizer, "chat_template", None):
+                raise DatawallError(f"{self.model_dir}: --chat: this model has no chat template "
+                                    "(tokenizer_config.json holds no chat_template)")
+            return list(self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                                           return_dict=True)["input_ids"])
+        ids = self.tokenizer(prompt).input_ids
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and (not ids or ids[0] != bos):
+            ids = [bos, *ids]  # as trained: bos first
+        return ids
+
+    def sample(self, prompts: list[Prompt], n: int, max_tokens: int, temperature: float, top_p: float | None,
                stop: list[str] | None, seed: int) -> list[list[Completion]]:
         """n completions per prompt; temperature 0 (or below 1e-5) is greedy: one completion, repeated n times."""
         import torch
@@ -49,13 +64,14 @@ class HFBackend:
         check_sampling(temperature, top_p, "hf backend")
         eos = self.tokenizer.eos_token_id
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        # a chat model may end its turn with a token of its generation config (<|im_end|>, <|eot_id|>) rather
+        # than the tokenizer's eos: any of them ends a completion
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        ends = list(dict.fromkeys(t for t in [eos, *(configured if isinstance(configured, list) else [configured])]
+                                  if t is not None))
         out = []
         for i, prompt in enumerate(prompts):
-            ids = self.tokenizer(prompt, return_tensors="pt").input_ids
-            bos = self.tokenizer.bos_token_id
-            if bos is not None and (ids.shape[1] == 0 or ids[0, 0] != bos):
-                ids = torch.cat([torch.tensor([[bos]]), ids], dim=1)  # as trained: bos first
-            ids = ids.to(self.device)
+            ids = torch.tensor([self.prompt_ids(prompt)], device=self.device)
             torch.manual_seed(seed + i)  # transformers samples from torch's global generator
             # below GREEDY_TEMPERATURE transformers would divide the logits into inf and NaN: greedy, as ours;
             # greedy draws one sequence (transformers refuses num_return_sequences > 1 then) and repeats it
@@ -66,12 +82,12 @@ class HFBackend:
             with torch.inference_mode():
                 seqs = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
                                            num_return_sequences=1 if greedy else n, pad_token_id=pad,
-                                           eos_token_id=eos, stop_strings=stop or None,
+                                           eos_token_id=ends or None, stop_strings=stop or None,
                                            tokenizer=self.tokenizer if stop else None, **kwargs)
             share = (time.perf_counter() - start) / n
             row = []
             for seq in seqs[:, ids.shape[1]:].tolist() * (n if greedy else 1):
-                length = seq.index(eos) + 1 if eos in seq else len(seq)
+                length = next((k + 1 for k, t in enumerate(seq) if t in ends), len(seq))
                 text = self.tokenizer.decode(seq[:length], skip_special_tokens=True)
                 for s in stop or []:
                     text = text.split(s)[0]

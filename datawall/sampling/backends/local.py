@@ -7,7 +7,7 @@ from pathlib import Path
 
 from datawall.device import require_device
 from datawall.economics.cost import CostModel
-from datawall.sampling.backends import Completion
+from datawall.sampling.backends import Completion, Prompt
 
 
 class LocalBackend:
@@ -33,15 +33,16 @@ class LocalBackend:
         # path + size + mtime: cheap to compute, and changes whenever the weights are rewritten
         self.identity = f"local:{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
-    def sample(self, prompts: list[str], n: int, max_tokens: int, temperature: float, top_p: float | None,
+    def sample(self, prompts: list[Prompt], n: int, max_tokens: int, temperature: float, top_p: float | None,
                stop: list[str] | None, seed: int) -> list[list[Completion]]:
-        """n completions per prompt, batched so that at most batch_size prompts share a forward pass."""
+        """n completions per prompt, batched so that at most batch_size prompts share a forward pass; chat
+        messages are rendered by the checkpoint's chat template (its special tokens included)."""
         from datawall.model.sampler import generate
 
         out: list[list[Completion]] = []
         per_batch = max(1, self.batch_size // n)
         for i in range(0, len(prompts), per_batch):
-            chunk = prompts[i:i + per_batch]
+            chunk = [p if isinstance(p, str) else self.tokenizer.encode_chat(p) for p in prompts[i:i + per_batch]]
             start = time.perf_counter()
             samples = generate(self.model, self.tokenizer, chunk, n=n, max_new_tokens=max_tokens,
                                temperature=temperature, top_p=top_p, stop=stop, seed=seed, device=self.device,

@@ -20,8 +20,9 @@ from pydantic import ValidationError
 from datawall.economics.cost import CostModel
 from datawall.errors import DatawallError
 from datawall.model.sampler import check_sampling, is_greedy
-from datawall.sampling.backends import Completion, mix_seed
+from datawall.sampling.backends import Completion, Prompt, mix_seed
 from datawall.sampling.backends.openai_schema import ChatCompletionBody, CompletionBody, describe_error
+from datawall.tasks.prompting import as_messages
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -59,14 +60,17 @@ class OpenAIEndpoint:
         self.client = httpx.Client(headers=headers, timeout=timeout_s,
                                    limits=httpx.Limits(max_connections=concurrency))
 
-    def sample(self, prompts: list[str], n: int, max_tokens: int, temperature: float, top_p: float | None,
+    def sample(self, prompts: list[Prompt], n: int, max_tokens: int, temperature: float, top_p: float | None,
                stop: list[str] | None, seed: int) -> list[list[Completion]]:
-        """n completions per prompt, up to `concurrency` requests in flight."""
+        """n completions per prompt, up to `concurrency` requests in flight; a chat endpoint gets chat messages
+        as they are (a string as one user message), a completions endpoint only strings."""
         check_sampling(temperature, top_p, "sampling")
+        if not self.chat and any(not isinstance(p, str) for p in prompts):
+            raise DatawallError(f"{self.url}: chat messages need the chat endpoint (--chat)")
         if is_greedy(temperature):
             temperature = 0.0  # a server may divide by 1e-300 into garbage; 0 is greedy everywhere
 
-        def one(prompt: str) -> list[Completion]:
+        def one(prompt: Prompt) -> list[Completion]:
             return self._prompt(prompt, n, max_tokens, temperature, top_p, stop, seed)
 
         if self.concurrency == 1 or len(prompts) == 1:
@@ -74,7 +78,7 @@ class OpenAIEndpoint:
         with ThreadPoolExecutor(self.concurrency) as pool:
             return list(pool.map(one, prompts))
 
-    def _prompt(self, prompt: str, n: int, max_tokens: int, temperature: float, top_p: float | None,
+    def _prompt(self, prompt: Prompt, n: int, max_tokens: int, temperature: float, top_p: float | None,
                 stop: list[str] | None, seed: int) -> list[Completion]:
         if n > 1 and not self.single_only:
             try:
@@ -85,11 +89,11 @@ class OpenAIEndpoint:
         return [c for j in range(n) for c in
                 self._request(prompt, 1, max_tokens, temperature, top_p, stop, mix_seed(seed, j) if n > 1 else seed)]
 
-    def _request(self, prompt: str, n: int, max_tokens: int, temperature: float, top_p: float | None,
+    def _request(self, prompt: Prompt, n: int, max_tokens: int, temperature: float, top_p: float | None,
                  stop: list[str] | None, seed: int) -> list[Completion]:
         body: dict = {"model": self.model, "n": n, "max_tokens": max_tokens, "temperature": temperature,
                       "seed": seed}
-        body |= {"messages": [{"role": "user", "content": prompt}]} if self.chat else {"prompt": prompt}
+        body |= {"messages": as_messages(prompt)} if self.chat else {"prompt": prompt}
         if top_p is not None:
             body["top_p"] = top_p
         if stop:
