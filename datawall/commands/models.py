@@ -13,9 +13,13 @@ from pydantic import ValidationError
 from datawall.counts import parse_count
 from datawall.errors import DatawallError, validation_error
 from datawall.progress import stderr
+from datawall.tasks.prompting import FEWSHOT_SEED
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (logs go to stderr).")]
 TaskArgs = Annotated[str, typer.Option(help="Task settings as k=v,k=v, e.g. 'digits=5,ops=add'.")]
+ChatFlag = Annotated[bool, typer.Option(help="Send the prompt as chat messages rendered by the checkpoint's chat "
+                                        "template (its special tokens included).")]
+StopFlag = Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")]
 
 
 def _print_json(obj: dict) -> None:
@@ -92,6 +96,13 @@ def evaluate(
     task_args: TaskArgs = "",
     problems: Annotated[int, typer.Option(help="Held-out problems to score.")] = 200,
     split: Annotated[str, typer.Option(help="Split to score: test (held-out) or train.")] = "test",
+    fewshot: Annotated[int, typer.Option(help="Solved train-split examples before each prompt (in chat: "
+                                         "alternating user/assistant turns).")] = 0,
+    fewshot_seed: Annotated[int, typer.Option(help="Seed that picks the few-shot examples of each "
+                                              "problem.")] = FEWSHOT_SEED,
+    chat: ChatFlag = False,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop string besides the task's own (jsonl and rg tasks "
+                                                   "stop at '\\n\\nQuestion:'); repeatable.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     as_json: JsonFlag = False,
 ) -> None:
@@ -99,11 +110,14 @@ def evaluate(
 
     Answers are read two ways from the same completions: strict (the last '#### N' line, the format datawall's
     worked solutions teach) and flexible (a \\boxed{} answer, '#### N', "the answer is N", else the last
-    number; `$` and commas dropped), as lm-eval reports GSM8K.
+    number; `$` and commas dropped), as lm-eval reports GSM8K. --fewshot K puts K solved train problems before
+    each prompt (never the problem itself) and --chat applies the checkpoint's chat template, as lm-eval's
+    --num_fewshot, --apply_chat_template and --fewshot_as_multiturn.
     """
     from datawall.device import require_device
     from datawall.model import checkpoint_dir, load_checkpoint
     from datawall.tasks import get_task
+    from datawall.tasks.prompting import stop_sequences
     from datawall.tasks.registry import parse_task_args
     from datawall.tasks.splits import check_split
     from datawall.train.evaluate import task_accuracy
@@ -126,8 +140,10 @@ def evaluate(
                      f"(--problems {problems})", markup=False, highlight=False)
         problems = size
     result = task_accuracy(ckpt.model.to(device), ckpt.tokenizer, world, problems=problems, split=split,
-                           device=device, quiet=as_json, flexible=True)
-    result |= {"task": name, "task_args": settings, "split": split, "model": str(model)}
+                           device=device, quiet=as_json, flexible=True, fewshot=fewshot, fewshot_seed=fewshot_seed,
+                           chat=chat, stop=stop)
+    result |= {"task": name, "task_args": settings, "split": split, "model": str(model), "fewshot": fewshot,
+               "fewshot_seed": fewshot_seed, "chat": chat, "stop": stop_sequences(world, stop)}
     if as_json:
         _print_json(result)
     else:
@@ -146,17 +162,19 @@ def sample(
     top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass in (0, 1]; a tiny one keeps the "
                                                 "most likely token only.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Max new tokens per sample.")] = 128,
-    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
+    stop: StopFlag = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible samples.")] = None,
+    chat: ChatFlag = False,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     as_json: JsonFlag = False,
 ) -> None:
-    """Sample completions of a prompt from a checkpoint."""
+    """Sample completions of a prompt from a checkpoint (with --chat, of the prompt as one user message)."""
     from datawall.device import require_device
 
     require_device(device)  # one line, before a checkpoint is read
     from datawall.model import checkpoint_dir, load_checkpoint
     from datawall.model.sampler import generate
+    from datawall.tasks.prompting import as_messages
 
     if n <= 0 or max_tokens <= 0:
         raise DatawallError(f"--n and --max-tokens must be positive, got {n} and {max_tokens}")
@@ -167,16 +185,17 @@ def sample(
     if top_k is not None and top_k < 1:
         raise DatawallError(f"--top-k must be >= 1, got {top_k}")
     ckpt = load_checkpoint(checkpoint_dir(model))
-    outs = generate(ckpt.model.to(device), ckpt.tokenizer, [prompt], n=n, max_new_tokens=max_tokens,
+    given = ckpt.tokenizer.encode_chat(as_messages(prompt)) if chat else prompt
+    outs = generate(ckpt.model.to(device), ckpt.tokenizer, [given], n=n, max_new_tokens=max_tokens,
                     temperature=temperature, top_k=top_k, top_p=top_p, stop=stop, seed=seed, device=device)[0]
     if as_json:
-        _print_json({"prompt": prompt, "samples": [
+        _print_json({"prompt": prompt, "chat": chat, "samples": [
             {"text": s.text, "finish_reason": s.finish_reason, "completion_tokens": s.completion_tokens,
              "logprob": float(sum(s.logprobs)) if s.logprobs is not None else None} for s in outs]})
         return
     for i, s in enumerate(outs):
         stderr.print(f"[dim]--- sample {i} ({s.finish_reason}, {s.completion_tokens} tokens)[/dim]")
-        print(prompt + s.text)
+        print(s.text if chat else prompt + s.text)  # a chat reply does not continue the prompt's text
 
 
 def register(app: typer.Typer) -> None:

@@ -27,7 +27,10 @@ def think(
     api_model: Annotated[str | None, typer.Option(help="Model name to ask the endpoint for.")] = None,
     api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the endpoint's "
                                                     "API key.")] = None,
-    chat: Annotated[bool, typer.Option(help="Use /chat/completions instead of /completions.")] = False,
+    chat: Annotated[bool, typer.Option(help=_help("chat"))] = _default("chat"),
+    fewshot: Annotated[int, typer.Option(help=_help("fewshot"))] = _default("fewshot"),
+    fewshot_seed: Annotated[int, typer.Option(help=_help("fewshot_seed"))] = _default("fewshot_seed"),
+    stop: Annotated[list[str] | None, typer.Option(help=_help("stop") + " Repeatable.")] = None,
     task_args: Annotated[str, typer.Option(help="Task settings as k=v,k=v, e.g. 'digits=5,ops=add'.")] = "",
     problems: Annotated[int, typer.Option(help=_help("problems"))] = _default("problems"),
     n_max: Annotated[int, typer.Option(help=_help("n_max"))] = _default("n_max"),
@@ -73,8 +76,8 @@ def think(
         raise DatawallError("give exactly one of --model DIR, --hf DIR or --endpoint URL (with --api-model NAME)")
     if endpoint is not None and not api_model:
         raise DatawallError("--endpoint needs --api-model NAME (the model id the server serves)")
-    if endpoint is None and (api_model or api_key_env or chat):
-        raise DatawallError("--api-model, --api-key-env and --chat go with --endpoint")
+    if endpoint is None and (api_model or api_key_env):
+        raise DatawallError("--api-model and --api-key-env go with --endpoint")
     orm_scorer, prm_scorer = None, None
     if orm is not None or prm is not None:
         from datawall.rewards.scorers import load_scorers
@@ -83,9 +86,9 @@ def think(
     scorer = orm_scorer or prm_scorer  # the ORM judges whole samples when both are given
     cfg = think_config(task=task, task_args=parse_task_args(task_args), problems=problems, n_max=n_max,
                        strategies=strategies, temperature=temperature, top_p=top_p,
-                       max_tokens=max_tokens, seed=seed, **search_options(beam_n, beam_expand, beam_aggregate,
-                                                                          thinking_budgets, thinking_extend,
-                                                                          difficulty_bins))
+                       max_tokens=max_tokens, seed=seed, chat=chat, fewshot=fewshot, fewshot_seed=fewshot_seed,
+                       stop=list(stop or []), **search_options(beam_n, beam_expand, beam_aggregate,
+                                                               thinking_budgets, thinking_extend, difficulty_bins))
     check_scorers(cfg.strategies, scorer, prm_scorer)
     price_file = str(prices) if prices else None
     if model is not None:

@@ -162,6 +162,7 @@ class ThinkJob(ThinkConfig):
 
 
 THINK_EXTRA = ("model", "device", "price")  # the ThinkJob keys that are not ThinkConfig settings
+THINK_LATER = ("chat", "fewshot", "fewshot_seed", "stop")  # prompting settings (datawall.tasks.prompting)
 
 
 def _think_resolve(config: dict) -> dict:
@@ -173,6 +174,10 @@ def _think_resolve(config: dict) -> dict:
         raise validation_error(e, "think job config") from None
     _check_task(job.task, job.task_args)
     resolved = job.model_dump(mode="json")
+    # settings added after think jobs had keys are left out at their defaults, so that those runs keep their keys
+    for k in THINK_LATER:
+        if resolved[k] == ThinkConfig.default(k):
+            del resolved[k]
     return {**{k: resolved.pop(k) for k in THINK_EXTRA}, **resolved}  # job.json lists the job's own keys first
 
 

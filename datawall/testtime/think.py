@@ -2,7 +2,9 @@
 
 For K problems it draws n_max temperature samples (and one greedy completion) per problem through a backend,
 scores each with the task's verifier and appends it to OUT/samples.jsonl (greedy ones to OUT/greedy.jsonl)
-as soon as its batch returns. Samples already in those files or in the sample cache are never drawn again,
+as soon as its batch returns. What a problem is asked comes from datawall.tasks.prompting: its prompt, after
+cfg.fewshot solved train examples, as text or (cfg.chat) chat messages; completions stop at the task's stop
+sequences and cfg.stop. Samples already in those files or in the sample cache are never drawn again,
 so a re-run is free and an interrupted run resumes. Then it computes every strategy's accuracy-versus-budget
 curve with costs per query, fits the coverage law, and writes results.json, PNG plots and report.html.
 """
@@ -13,6 +15,7 @@ import json
 import math
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,7 @@ from datawall.rewards.scoring import charge_scoring, score_rows, scoring_summary
 from datawall.sampling.backends import Backend, Completion, mix_seed
 from datawall.sampling.sample_cache import SampleCache, params_key
 from datawall.tasks import Problem, get_task
+from datawall.tasks.prompting import Prompt, build_prompt, stop_sequences
 from datawall.testtime.beam_search import BeamConfig, StepScorer, beam_grid
 from datawall.testtime.coverage_law import fit_coverage_law
 from datawall.testtime.curves import Curve, pools_from_rows, results_json, single_curve, strategy_curves
@@ -90,11 +94,15 @@ def _recorded_max_tokens(out: Path) -> int | None:
     return json.loads(path.read_text()).get("max_tokens") if path.exists() else None
 
 
+# what a run recorded before these settings existed drew its samples with
+_LEGACY = {"chat": False, "fewshot": 0, "fewshot_seed": None, "stop": []}
+
+
 def _check_run(out: Path, settings: dict) -> None:
     """Refuse to mix samples of different settings in one directory; record the settings otherwise."""
     path = out / "think.json"
     if path.exists():
-        old = json.loads(path.read_text())
+        old = _LEGACY | json.loads(path.read_text())
         diff = [k for k in settings if k in old and old[k] != settings[k]]
         if diff:
             raise DatawallError(f"{out}: holds samples drawn with other settings ({diff[0]}: {old[diff[0]]!r}, "
@@ -105,8 +113,9 @@ def _check_run(out: Path, settings: dict) -> None:
 class _Sampler:
     """Draws the samples a file lacks: cache first, then the backend, batched by missing indices."""
 
-    def __init__(self, task, backend: Backend, cache: SampleCache, params: dict, seed: int, bar, job):
-        self.task, self.backend, self.cache = task, backend, cache
+    def __init__(self, task, backend: Backend, cache: SampleCache, params: dict, seed: int, bar, job,
+                 prompts: dict[int, Prompt]):
+        self.task, self.backend, self.cache, self.prompts = task, backend, cache, prompts
         self.params, self.seed = params, seed
         self.pkey = params_key(**params)
         self.bar, self.job = bar, job
@@ -129,7 +138,8 @@ class _Sampler:
             for idx, group in need.items():
                 # a resumed request gets its own seed stream, so it never repeats the samples already drawn
                 seed = self.seed if idx[0] == 0 else mix_seed(self.seed, idx[0])
-                outs = self.backend.sample([p.prompt for p in group], n=len(idx), seed=seed, **self.params)
+                outs = self.backend.sample([self.prompts[p.index] for p in group], n=len(idx), seed=seed,
+                                           **self.params)
                 self.cache.put([(self._key(p), j, c) for p, cs in zip(group, outs, strict=True)
                                 for j, c in zip(idx, cs, strict=True)])
                 for p, cs in zip(group, outs, strict=True):
@@ -142,7 +152,7 @@ class _Sampler:
                 have.update({(r["problem"], r["sample"]): r for r in rs})
 
     def _key(self, p: Problem) -> str:
-        return SampleCache.key(self.backend.identity, p.prompt, self.pkey)
+        return SampleCache.key(self.backend.identity, self.prompts[p.index], self.pkey)
 
     def _row(self, p: Problem, comps: dict[int, Completion]) -> list[dict]:
         return [{"problem": p.index, "sample": j, "completion": c.text, "answer": self.task.extract_answer(c.text),
@@ -175,9 +185,13 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
     problems = select_problems(task, cfg.split, cfg.problems)
     indices = [p.index for p in problems]
     max_tokens = cfg.max_tokens or _recorded_max_tokens(out) or default_max_tokens(task, backend, problems)
+    # what each problem is asked (few-shot examples and chat turns included: they are prompt tokens like any)
+    prompts = {p.index: build_prompt(task, p, cfg.fewshot, cfg.fewshot_seed, cfg.chat) for p in problems}
+    stop = stop_sequences(task, cfg.stop)
     _check_run(out, {"backend": backend.identity, "task": cfg.task, "task_args": cfg.task_args,
                      "split": cfg.split, "temperature": cfg.temperature, "top_p": cfg.top_p,
-                     "max_tokens": max_tokens, "seed": cfg.seed})
+                     "max_tokens": max_tokens, "seed": cfg.seed, "chat": cfg.chat, "fewshot": cfg.fewshot,
+                     "fewshot_seed": cfg.fewshot_seed if cfg.fewshot else None, "stop": stop})
     own_cache = cache is None
     cache = cache or SampleCache(out / "cache.sqlite")
     cost = backend.cost_model()
@@ -195,15 +209,18 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
     try:
         with progress_bar(rate_unit="", disable=quiet) as bar:
             job = bar.add_task("think", total=cfg.problems * (cfg.n_max + greedy), rate="", info="samples")
-            common = {"max_tokens": max_tokens, "top_p": cfg.top_p, "stop": None}
-            sampler = _Sampler(task, backend, cache, {**common, "temperature": cfg.temperature}, cfg.seed, bar, job)
+            common = {"max_tokens": max_tokens, "top_p": cfg.top_p, "stop": stop or None}
+            sampler = _Sampler(task, backend, cache, {**common, "temperature": cfg.temperature}, cfg.seed, bar, job,
+                               prompts)
             sampler.fill(sample_path, problems, cfg.n_max, have)
             drawn += sampler.drawn
             if greedy:
-                g = _Sampler(task, backend, cache, {**common, "temperature": 0.0}, cfg.seed, bar, job)
+                g = _Sampler(task, backend, cache, {**common, "temperature": 0.0}, cfg.seed, bar, job, prompts)
                 g.fill(greedy_path, problems, 1, have_greedy)
                 drawn += g.drawn
-        search, extra = _search(task, backend, problems, cfg, out, cache, step_scorer, max_tokens, cost, quiet)
+        # the searches continue the prompt's text: the few-shot one (chat is refused with them by ThinkConfig)
+        asked = [replace(p, prompt=prompts[p.index]) if isinstance(prompts[p.index], str) else p for p in problems]
+        search, extra = _search(task, backend, asked, cfg, out, cache, step_scorer, max_tokens, cost, quiet)
     finally:
         if own_cache:
             cache.close()
@@ -233,7 +250,8 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
     results |= {"task": cfg.task, "task_args": cfg.task_args, "split": cfg.split, "problems": cfg.problems,
                 "problem_indices": indices, "n_max": cfg.n_max,
                 "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": max_tokens,
-                "seed": cfg.seed, "backend": backend.identity, "price": cost.price.model_dump(),
+                "seed": cfg.seed, "chat": cfg.chat, "fewshot": cfg.fewshot, "fewshot_seed": cfg.fewshot_seed,
+                "stop": stop, "backend": backend.identity, "price": cost.price.model_dump(),
                 "coverage_law": _coverage_law(curves.get("pass@k"), pools),
                 "sampling": {"drawn": drawn, "from_cache": cache.hits - hits_before, "from_files": from_files}}
     atomic_write_json(out / "results.json", results)

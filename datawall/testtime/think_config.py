@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from datawall.rewards.steps import AGGREGATES
+from datawall.tasks.prompting import FEWSHOT_POOL, FEWSHOT_SEED
 from datawall.testtime.strategies import DEFAULT_STRATEGIES, resolve_strategies
 
 Positive = Annotated[StrictInt, Field(ge=1)]
@@ -48,6 +49,13 @@ class ThinkConfig(BaseModel):
         "is forced when a budget runs out.")
     thinking_extend: StrictInt = Field(0, ge=0, description="Budget forcing: times an end of thinking before the "
                                        "budget is suppressed (s1's 'Wait').")
+    chat: bool = Field(False, description="Send each prompt as chat messages, rendered by the model's chat "
+                       "template (--model, --hf) or sent to /chat/completions (--endpoint).")
+    fewshot: StrictInt = Field(0, ge=0, lt=FEWSHOT_POOL, description="Solved train-split examples before each "
+                               "prompt (in chat: alternating user/assistant turns).")
+    fewshot_seed: StrictInt = Field(FEWSHOT_SEED, description="Seed that picks the few-shot examples of each problem.")
+    stop: list[str] = Field(default_factory=list, description="Stop strings besides the task's own (jsonl and rg "
+                            "tasks stop at '\\n\\nQuestion:').")
     difficulty_bins: Positive = Field(5, description="Difficulty bins of the compute-optimal policy (fewer when "
                                       "there are few problems).")
 
@@ -73,6 +81,12 @@ class ThinkConfig(BaseModel):
         if bad:
             raise ValueError(f"beam_n: {bad[0]} is not a multiple of beam_expand ({self.beam_expand}): each step "
                              "keeps N / expand beams")
+        # both continue a prompt's text with partial completions; a chat turn has no text to continue, and a
+        # process reward model scores steps after the bare prompt it was trained on, not after few-shot examples
+        if "beam" in self.strategies and (self.chat or self.fewshot):
+            raise ValueError("the beam strategy works on plain prompts: drop chat and fewshot, or beam")
+        if self.thinking_budgets and self.chat:
+            raise ValueError("thinking_budgets continue the prompt's text, which chat has not: drop one")
         return self
 
     @classmethod

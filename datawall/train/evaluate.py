@@ -9,6 +9,7 @@ import torch
 from datawall.errors import DatawallError
 from datawall.model.sampler import generate
 from datawall.progress import progress_bar
+from datawall.tasks.prompting import FEWSHOT_SEED, Prompt, build_prompt, stop_sequences
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -28,14 +29,24 @@ def solution_budget(task, tokenizer, problems: list, slack: float = 1.5) -> int:
     return int(longest * slack) + 8
 
 
+def prompt_ids(tokenizer, prompt: Prompt) -> str | list[int]:
+    """What `generate` is given for a prompt: its text, or the token ids of chat messages under the
+    tokenizer's chat template (special tokens included; a tokenizer without a template says so)."""
+    return prompt if isinstance(prompt, str) else tokenizer.encode_chat(prompt)
+
+
 @torch.no_grad()
 def task_accuracy(model, tokenizer, task, problems: int = 200, split: str = "test", start: int = 0,
-                  batch_size: int = 100, device: str | None = None, quiet: bool = True, flexible: bool = False) -> dict:
+                  batch_size: int = 100, device: str | None = None, quiet: bool = True, flexible: bool = False,
+                  fewshot: int = 0, fewshot_seed: int = FEWSHOT_SEED, chat: bool = False,
+                  stop: list[str] | None = None) -> dict:
     """Greedy accuracy on `problems` held-out problems (all of a smaller split), scored by the task's verifier.
 
     `accuracy` reads answers strictly ('#### N'); with `flexible`, the same completions are also read as free
     text (datawall.tasks.answers) and scored as `flexible_accuracy` with its own interval, as lm-eval reports
-    GSM8K's strict-match and flexible-extract side by side.
+    GSM8K's strict-match and flexible-extract side by side. Each prompt gets `fewshot` solved train examples
+    first and is sent as chat messages with `chat` (datawall.tasks.prompting); completions stop at the task's
+    stop sequences and `stop`. `prompt_tokens` and `completion_tokens` total what the model read and wrote.
     """
     size = task.size(split)
     if size is not None:  # a tiny world: score every problem it has (the result says how many)
@@ -44,14 +55,19 @@ def task_accuracy(model, tokenizer, task, problems: int = 200, split: str = "tes
     if not items:
         raise DatawallError(f"{task.name}: no {split} problems from problem {start} on (the split has {size})")
     max_new = solution_budget(task, tokenizer, items)
+    stops = stop_sequences(task, stop) or None
     rewards: list[float] = []
     loose: list[float] = []
+    tokens = [0, 0]  # prompt, completion
     with progress_bar(rate_unit="prob/s", disable=quiet) as bar:
         job = bar.add_task("eval", total=len(items), rate="-", info="")
         for i in range(0, len(items), batch_size):
             chunk = items[i:i + batch_size]
-            outs = generate(model, tokenizer, [p.prompt for p in chunk], n=1, max_new_tokens=max_new,
-                            temperature=0.0, device=device)
+            prompts = [prompt_ids(tokenizer, build_prompt(task, p, fewshot, fewshot_seed, chat)) for p in chunk]
+            outs = generate(model, tokenizer, prompts, n=1, max_new_tokens=max_new, temperature=0.0, stop=stops,
+                            device=device, return_logprobs=False)
+            tokens[0] += sum(out[0].prompt_tokens for out in outs)
+            tokens[1] += sum(out[0].completion_tokens for out in outs)
             rewards += [task.verify(p, out[0].text) for p, out in zip(chunk, outs, strict=True)]
             if flexible:
                 loose += [task.verify(p, out[0].text, "flexible") for p, out in zip(chunk, outs, strict=True)]
@@ -59,7 +75,7 @@ def task_accuracy(model, tokenizer, task, problems: int = 200, split: str = "tes
     correct = sum(rewards)
     low, high = wilson_interval(correct, len(rewards))
     result = {"accuracy": correct / max(1, len(rewards)), "ci_low": low, "ci_high": high,
-              "problems": len(rewards), "correct": correct}
+              "problems": len(rewards), "correct": correct, "prompt_tokens": tokens[0], "completion_tokens": tokens[1]}
     if flexible:
         low, high = wilson_interval(sum(loose), len(loose))
         result |= {"flexible_accuracy": sum(loose) / max(1, len(loose)), "flexible_ci_low": low,
