@@ -33,6 +33,14 @@ def test_resolved_config_spells_out_every_setting_and_keys_ignore_spelling():
     assert think(temperature=0.7).key != job.key
 
 
+def test_prompting_settings_keep_old_keys_at_their_defaults_and_change_them_otherwise():
+    job = think()
+    assert think(chat=False, fewshot=0, fewshot_seed=1234, stop=[]).key == job.key  # the runs made before them
+    shots = think(fewshot=2)
+    assert shots.key != job.key and shots.config["fewshot"] == 2 and "chat" not in shots.config
+    assert think(stop=["END"]).config["stop"] == ["END"]
+
+
 @pytest.mark.parametrize(("config", "message"), [
     ({"n_maxx": 4}, "think job config: n_maxx: unknown key"),
     ({"n_max": 0}, "think job config: n_max: Input should be greater than or equal to 1"),
