@@ -163,6 +163,11 @@ def test_think_and_eval_stop_at_the_tasks_sequence_end_to_end(scripted, gsm, tmp
     ev = run_json("eval", "--model", str(scripted), "--task", f"jsonl:{gsm}", "--fewshot", "2", "--stop", "END")
     assert ev["accuracy"] == 1.0 and ev["problems"] == 3 and ev["stop"] == [QUESTION_STOP, "END"]
     assert ev["fewshot"] == 2 and ev["chat"] is False
+    ev = run_json("eval", "--model", str(scripted), "--task", f"jsonl:{gsm}", "--fewshot", "2", "--chat")
+    assert ev["accuracy"] == 1.0 and ev["chat"] is True
+    task = get_task(f"jsonl:{gsm}")
+    assert ev["prompt_tokens"] == sum(len(template_ids(scripted, build_prompt(task, p, 2, chat=True)))
+                                      for p in task.problems("test", 3))
 
 
 # --- chat templates ---------------------------------------------------------------------------------------
