@@ -45,7 +45,7 @@ class HFBackend:
         if not isinstance(prompt, str):
             if not getattr(self.tokenizer, "chat_template", None):
                 raise DatawallError(f"{self.model_dir}: --chat: this model has no chat template "
-                                    "(tokenizer_config.json holds no chat_template)")
+                                    "(its tokenizer holds no chat_template)")
             return list(self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
                                                            return_dict=True)["input_ids"])
         ids = self.tokenizer(prompt).input_ids
