@@ -133,6 +133,22 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def read_json_object(path: Path, missing_ok: bool = False) -> dict[str, Any]:
+    """The JSON object a file holds ({} for an absent file when missing_ok); one-line DatawallError naming the
+    file when it is missing, unreadable, not JSON or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if missing_ok:
+            return {}
+        raise DatawallError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatawallError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise DatawallError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def append_jsonl(path: str | Path, obj: Any) -> None:
     """Append one JSON line and flush it to disk (a crash loses at most the line being written; a full disk
     loses nothing: the file is cut back to its last whole line)."""

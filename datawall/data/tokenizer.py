@@ -11,7 +11,6 @@ A foreign tokenizer keeps its own rules: whether it adds bos, whether special-to
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 from tokenizers import Regex, decoders, models, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from datawall.atomic import atomic_write_json, atomic_write_text
+from datawall.atomic import atomic_write_json, atomic_write_text, read_json_object
 from datawall.data.chat_template import render_chat
 from datawall.errors import DatawallError
 
@@ -38,19 +37,6 @@ def _token_name(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from path, {} when the file is absent; DatawallError naming it when it is not valid."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DatawallError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise DatawallError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def _chat_template(config: dict[str, Any], directory: Path) -> str | None:
     """The default chat template: chat_template.jinja (transformers 5) or tokenizer_config's chat_template."""
     file = directory / "chat_template.jinja"
@@ -65,7 +51,7 @@ def _chat_template(config: dict[str, Any], directory: Path) -> str | None:
 
 def _stop_ids(directory: Path) -> list[int]:
     """eos_token_id of generation_config.json as a list (Llama 3 lists several end-of-turn tokens)."""
-    value = _read_json(directory / "generation_config.json").get("eos_token_id")
+    value = read_json_object(directory / "generation_config.json", missing_ok=True).get("eos_token_id")
     values = value if isinstance(value, list) else [value]
     return [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v >= 0]
 
@@ -173,8 +159,9 @@ class Tokenizer:
         except DatawallError as e:
             raise DatawallError(f"{file}: {e}") from None
         directory = file.parent
-        config = _read_json(directory / "tokenizer_config.json")
-        named = {k: _token_name(v) for k, v in _read_json(directory / "special_tokens_map.json").items()}
+        config = read_json_object(directory / "tokenizer_config.json", missing_ok=True)
+        specials_map = read_json_object(directory / "special_tokens_map.json", missing_ok=True)
+        named = {k: _token_name(v) for k, v in specials_map.items()}
         named |= {k: _token_name(config[k]) for k in _CONFIG_SPECIALS if _token_name(config.get(k))}
         try:
             if (not named or (named.get("bos_token") == BOS and named.get("pad_token") == PAD)) \

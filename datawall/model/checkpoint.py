@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import datawall
-from datawall.atomic import atomic_directory
+from datawall.atomic import atomic_directory, read_json_object
 from datawall.data.tokenizer import Tokenizer
 from datawall.errors import DatawallError
 from datawall.model.config import ModelConfig
@@ -44,13 +44,14 @@ class Checkpoint:
 # --- weight layout -------------------------------------------------------------------------------
 
 
-def _to_hf_rope(w: torch.Tensor, heads: int) -> torch.Tensor:
-    """Rows of q/k weights from datawall's interleaved rotary pairs to HF's rotate_half halves."""
+def to_hf_rope(w: torch.Tensor, heads: int) -> torch.Tensor:
+    """Rows of q/k weights from interleaved rotary pairs (datawall's layout, and llama.cpp's in a GGUF) to HF's
+    rotate_half halves."""
     return w.view(heads, -1, 2, w.shape[1]).transpose(1, 2).reshape(w.shape)
 
 
 def _from_hf_rope(w: torch.Tensor, heads: int) -> torch.Tensor:
-    """Inverse of _to_hf_rope."""
+    """Inverse of to_hf_rope."""
     return w.view(heads, 2, -1, w.shape[1]).transpose(1, 2).reshape(w.shape)
 
 
@@ -65,8 +66,8 @@ def hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
         gate, up = block.mlp.w13.weight.chunk(2)
         out |= {
             p + "input_layernorm.weight": block.attn_norm.weight,
-            p + "self_attn.q_proj.weight": _to_hf_rope(q, h),
-            p + "self_attn.k_proj.weight": _to_hf_rope(k, kv),
+            p + "self_attn.q_proj.weight": to_hf_rope(q, h),
+            p + "self_attn.k_proj.weight": to_hf_rope(k, kv),
             p + "self_attn.v_proj.weight": v,
             p + "self_attn.o_proj.weight": block.attn.wo.weight,
             p + "post_attention_layernorm.weight": block.mlp_norm.weight,
@@ -99,7 +100,7 @@ def _datawall_state_dict(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[
     return out
 
 
-def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """HF tensor name -> shape for a model of this config."""
     d, hd = cfg.dim, cfg.head_dim
     shapes = {"model.embed_tokens.weight": (cfg.vocab_size, d), "model.norm.weight": (d,)}
@@ -124,13 +125,15 @@ def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 # --- config files --------------------------------------------------------------------------------
 
 
-def _eos_ids(tokenizer: Tokenizer) -> int | list[int]:
-    """eos_token_id as HF writes it: one id, or the list of every token that ends a turn (Llama 3)."""
-    return tokenizer.eos_id if len(tokenizer.stop_ids) == 1 else list(tokenizer.stop_ids)
+def special_ids(tokenizer: Tokenizer) -> dict[str, Any]:
+    """bos/eos/pad_token_id as HF config files write them; eos is one id or the list of every token that ends a
+    turn (Llama 3)."""
+    eos = tokenizer.eos_id if len(tokenizer.stop_ids) == 1 else list(tokenizer.stop_ids)
+    return {"bos_token_id": tokenizer.bos_id, "eos_token_id": eos, "pad_token_id": tokenizer.pad_id}
 
 
-def hf_config(cfg: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
-    """config.json contents for LlamaForCausalLM (readable by transformers 4.x and 5.x)."""
+def hf_config(cfg: ModelConfig, special: dict[str, Any], dtype: str = "float32") -> dict[str, Any]:
+    """config.json contents for LlamaForCausalLM (readable by transformers 4.x and 5.x); special: special_ids()."""
     scaling = dict(cfg.rope_scaling or {})
     if scaling:
         scaling["rope_type"] = scaling.pop("type", scaling.get("rope_type"))
@@ -154,40 +157,24 @@ def hf_config(cfg: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
         "attention_dropout": 0.0,
         "mlp_bias": False,
         "tie_word_embeddings": cfg.tie_embeddings,
-        "bos_token_id": tokenizer.bos_id,
-        "eos_token_id": _eos_ids(tokenizer),
-        "pad_token_id": tokenizer.pad_id,
+        **special,
         "initializer_range": 0.02,
         "pretraining_tp": 1,
         "use_cache": True,
-        "torch_dtype": "float32",
-        "dtype": "float32",
+        "torch_dtype": dtype,
+        "dtype": dtype,
     }
 
 
-def generation_config(tokenizer: Tokenizer) -> dict[str, Any]:
+def generation_config(special: dict[str, Any]) -> dict[str, Any]:
     """generation_config.json matching datawall's sampler defaults (plain sampling at temperature 1)."""
     return {
-        "bos_token_id": tokenizer.bos_id,
-        "eos_token_id": _eos_ids(tokenizer),
-        "pad_token_id": tokenizer.pad_id,
+        **special,
         "do_sample": True,
         "temperature": 1.0,
         "top_k": 0,  # transformers would otherwise apply its global default top_k=50
         "top_p": 1.0,
     }
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatawallError(f"{path}: missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DatawallError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise DatawallError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 def config_from_hf(hf: dict[str, Any], where: str = "config.json") -> ModelConfig:
@@ -268,8 +255,9 @@ def save_checkpoint(
 
     with atomic_directory(directory) as tmp:
         save_file(hf_state_dict(model), str(tmp / WEIGHTS), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(hf_config(cfg, tokenizer), indent=2) + "\n")
-        (tmp / "generation_config.json").write_text(json.dumps(generation_config(tokenizer), indent=2) + "\n")
+        (tmp / "config.json").write_text(json.dumps(hf_config(cfg, special_ids(tokenizer)), indent=2) + "\n")
+        (tmp / "generation_config.json").write_text(json.dumps(generation_config(special_ids(tokenizer)), indent=2)
+                                                    + "\n")
         tokenizer.save(tmp, model_max_length=cfg.max_seq_len)
         (tmp / "datawall.json").write_text(info_text)
         if extra is not None:
@@ -283,9 +271,9 @@ def save_checkpoint(
 def _load_weights(directory: Path) -> tuple[ModelConfig, Transformer]:
     if not directory.is_dir():
         raise DatawallError(f"{directory}: not a checkpoint directory (does not exist or is not a directory)")
-    cfg = config_from_hf(_read_json(directory / "config.json"), str(directory / "config.json"))
+    cfg = config_from_hf(read_json_object(directory / "config.json"), str(directory / "config.json"))
     tensors, path = _read_tensors(directory)
-    expected = _expected_shapes(cfg)
+    expected = expected_shapes(cfg)
     for name, shape in expected.items():
         if name not in tensors:
             raise DatawallError(f"{path}: missing tensor {name}")
@@ -312,7 +300,7 @@ def _read_tensors(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
     if path.is_file():
         files = [path]
     elif index.is_file():
-        weight_map = _read_json(index).get("weight_map")
+        weight_map = read_json_object(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise DatawallError(f"{index}: no weight_map")
         files = [directory / name for name in sorted(set(map(str, weight_map.values())))]
@@ -345,7 +333,7 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     tokenizer = Tokenizer.load(directory)
     meta: dict[str, Any] = {}
     if (directory / "datawall.json").exists():
-        meta = _read_json(directory / "datawall.json")
+        meta = read_json_object(directory / "datawall.json")
         version = meta.get("format_version", FORMAT_VERSION)
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise DatawallError(

@@ -25,7 +25,8 @@ import torch
 import datawall
 from datawall.atomic import atomic_directory, require_space
 from datawall.errors import DatawallError
-from datawall.model.checkpoint import FORMAT_VERSION, WEIGHTS
+from datawall.model.checkpoint import FORMAT_VERSION, WEIGHTS, expected_shapes, generation_config, hf_config, to_hf_rope
+from datawall.model.config import ModelConfig
 from datawall.progress import progress_bar, stderr
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -116,7 +117,7 @@ def _float32(value: float) -> float:
     return float(str(np.float32(value)))
 
 
-def _llama_config(reader, meta: dict[str, Any], where: Path) -> dict[str, Any]:
+def _llama_config(reader, meta: dict[str, Any], where: Path) -> ModelConfig:
     """The Llama shape the GGUF metadata states; DatawallError for anything datawall cannot represent."""
     arch = meta.get("general.architecture")
     if arch != "llama":
@@ -143,34 +144,16 @@ def _llama_config(reader, meta: dict[str, Any], where: Path) -> dict[str, Any]:
         raise DatawallError(f"{where}: is a mixture of experts; only dense Llama models are supported")
     tokens = reader.fields.get("tokenizer.ggml.tokens")
     vocab = _int(meta, p + "vocab_size", where, len(tokens.data) if tokens is not None else None)
-    return {
-        "vocab_size": vocab,
-        "dim": dim,
-        "n_layers": _int(meta, p + "block_count", where),
-        "n_heads": heads,
-        "n_kv_heads": kv,
-        "head_dim": head_dim,
-        "ffn_dim": _int(meta, p + "feed_forward_length", where),
-        "max_seq_len": _int(meta, p + "context_length", where, 2048),
-        "rope_theta": _float32(meta.get(p + "rope.freq_base", 10000.0)),
-        "norm_eps": _float32(meta.get(p + "attention.layer_norm_rms_epsilon", 1e-5)),
-        "tied": not any(t.name == "output.weight" for t in reader.tensors),
-    }
-
-
-def _expected_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """HF tensor name -> shape for this config."""
-    d, q, kv, f = cfg["dim"], cfg["n_heads"] * cfg["head_dim"], cfg["n_kv_heads"] * cfg["head_dim"], cfg["ffn_dim"]
-    shapes = {"model.embed_tokens.weight": (cfg["vocab_size"], d), "model.norm.weight": (d,)}
-    if not cfg["tied"]:
-        shapes["lm_head.weight"] = (cfg["vocab_size"], d)
-    per_block = {"input_layernorm.weight": (d,), "self_attn.q_proj.weight": (q, d), "self_attn.k_proj.weight": (kv, d),
-                 "self_attn.v_proj.weight": (kv, d), "self_attn.o_proj.weight": (d, q),
-                 "post_attention_layernorm.weight": (d,), "mlp.gate_proj.weight": (f, d),
-                 "mlp.up_proj.weight": (f, d), "mlp.down_proj.weight": (d, f)}
-    for i in range(cfg["n_layers"]):
-        shapes |= {f"model.layers.{i}.{k}": s for k, s in per_block.items()}
-    return shapes
+    try:
+        return ModelConfig(
+            vocab_size=vocab, dim=dim, n_layers=_int(meta, p + "block_count", where), n_heads=heads, n_kv_heads=kv,
+            ffn_dim=_int(meta, p + "feed_forward_length", where),
+            max_seq_len=_int(meta, p + "context_length", where, 2048),
+            rope_theta=_float32(meta.get(p + "rope.freq_base", 10000.0)),
+            norm_eps=_float32(meta.get(p + "attention.layer_norm_rms_epsilon", 1e-5)),
+            tie_embeddings=not any(t.name == "output.weight" for t in reader.tensors))
+    except DatawallError as e:
+        raise DatawallError(f"{where}: {e}") from None
 
 
 def _hf_name(gguf_name: str) -> str | None:
@@ -182,23 +165,18 @@ def _hf_name(gguf_name: str) -> str | None:
     return None
 
 
-def unpermute_rope(w: torch.Tensor, heads: int) -> torch.Tensor:
-    """Undo llama.cpp's q/k row order (interleaved rotary pairs per head) back to HF's rotate_half halves."""
-    return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
-
-
-def _weights(reader, cfg: dict[str, Any], dtype: torch.dtype, where: Path, quiet: bool) -> dict[str, torch.Tensor]:
+def _weights(reader, cfg: ModelConfig, dtype: torch.dtype, where: Path, quiet: bool) -> dict[str, torch.Tensor]:
     """Every tensor dequantised, renamed to HF Llama names, q/k un-permuted, cast to dtype and shape-checked."""
     import gguf
 
-    expected = _expected_shapes(cfg)
+    expected = expected_shapes(cfg)
     out: dict[str, torch.Tensor] = {}
     with progress_bar(rate_unit="", disable=quiet) as bar:
         job = bar.add_task("dequantise", total=len(reader.tensors), rate="", info="tensors")
         for t in reader.tensors:
             name = _hf_name(t.name)
             if name is None or name not in expected:
-                raise DatawallError(f"{where}: unexpected tensor {t.name} for a {cfg['n_layers']}-layer Llama "
+                raise DatawallError(f"{where}: unexpected tensor {t.name} for a {cfg.n_layers}-layer Llama "
                                     "(biases, experts and extra tensors are not supported)")
             try:
                 array = gguf.dequantize(t.data, t.tensor_type)
@@ -212,62 +190,17 @@ def _weights(reader, cfg: dict[str, Any], dtype: torch.dtype, where: Path, quiet
                 raise DatawallError(f"{where}: tensor {t.name} holds non-finite values (NaN or inf)")
             # a copy: an F32 tensor is a read-only view of the memory-mapped file
             w = torch.from_numpy(np.array(array, dtype=np.float32))
+            # llama.cpp stores q/k rows as interleaved rotary pairs, as datawall's own model does
             if name.endswith("q_proj.weight"):
-                w = unpermute_rope(w, cfg["n_heads"])
+                w = to_hf_rope(w, cfg.n_heads)
             elif name.endswith("k_proj.weight"):
-                w = unpermute_rope(w, cfg["n_kv_heads"])
+                w = to_hf_rope(w, cfg.n_kv_heads)
             out[name] = w.to(dtype).contiguous()
             bar.update(job, advance=1)
     missing = [k for k in expected if k not in out]
     if missing:
         raise DatawallError(f"{where}: missing tensor(s) for {', '.join(missing[:3])}")
     return out
-
-
-def _hf_config(cfg: dict[str, Any], special: dict[str, int | None], dtype: str) -> dict[str, Any]:
-    """config.json for LlamaForCausalLM (the keys datawall's own checkpoints write; transformers 4.x and 5.x)."""
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": cfg["vocab_size"],
-        "hidden_size": cfg["dim"],
-        "intermediate_size": cfg["ffn_dim"],
-        "num_hidden_layers": cfg["n_layers"],
-        "num_attention_heads": cfg["n_heads"],
-        "num_key_value_heads": cfg["n_kv_heads"],
-        "head_dim": cfg["head_dim"],
-        "hidden_act": "silu",
-        "max_position_embeddings": cfg["max_seq_len"],
-        "rms_norm_eps": cfg["norm_eps"],
-        "rope_theta": cfg["rope_theta"],  # transformers 4.x
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg["rope_theta"]},  # transformers 5.x
-        "attention_bias": False,
-        "attention_dropout": 0.0,
-        "mlp_bias": False,
-        "tie_word_embeddings": cfg["tied"],
-        "bos_token_id": special["bos"],
-        "eos_token_id": special["eos"],
-        "pad_token_id": special["pad"],
-        "initializer_range": 0.02,
-        "pretraining_tp": 1,
-        "use_cache": True,
-        "torch_dtype": dtype,
-        "dtype": dtype,
-    }
-
-
-def _generation_config(special: dict[str, int | None]) -> dict[str, Any]:
-    """generation_config.json as datawall's checkpoints write it: plain sampling at temperature 1 (a GGUF has
-    no sampling settings), stopping at the GGUF's EOS."""
-    return {
-        "bos_token_id": special["bos"],
-        "eos_token_id": special["eos"],
-        "pad_token_id": special["pad"],
-        "do_sample": True,
-        "temperature": 1.0,
-        "top_k": 0,  # transformers would otherwise apply its global default top_k=50
-        "top_p": 1.0,
-    }
 
 
 # --- tokenizer -----------------------------------------------------------------------------------
@@ -420,14 +353,15 @@ def import_gguf(path: str | Path, out: str | Path, dtype: str = "float32", quiet
     ids, names = _special_ids(reader, meta, path)
     add_bos, add_eos = _add_bos_eos(meta)
     if not quiet:
-        stderr.print(f"importing {path.name}: {cfg['n_layers']} layers, dim {cfg['dim']}, vocabulary "
-                     f"{cfg['vocab_size']:,} -> {out} ({dtype})", markup=False, highlight=False, soft_wrap=True)
+        stderr.print(f"importing {path.name}: {cfg.n_layers} layers, dim {cfg.dim}, vocabulary "
+                     f"{cfg.vocab_size:,} -> {out} ({dtype})", markup=False, highlight=False, soft_wrap=True)
     weights = _weights(reader, cfg, DTYPES[dtype], path, quiet)
     if not quiet:
         stderr.print("converting the tokenizer", markup=False, highlight=False, soft_wrap=True)
-    tokenizer_text = _tokenizer_json(path, ids, names, add_bos, add_eos, cfg["vocab_size"])
+    tokenizer_text = _tokenizer_json(path, ids, names, add_bos, add_eos, cfg.vocab_size)
     params = sum(w.numel() for w in weights.values())
-    embedding = weights["model.embed_tokens.weight"].numel() + (0 if cfg["tied"] else weights["lm_head.weight"].numel())
+    embedding = weights["model.embed_tokens.weight"].numel() + (
+        0 if cfg.tie_embeddings else weights["lm_head.weight"].numel())
     info = {
         "format_version": FORMAT_VERSION,
         "datawall_version": datawall.__version__,
@@ -456,10 +390,11 @@ def import_gguf(path: str | Path, out: str | Path, dtype: str = "float32", quiet
     with atomic_directory(out) as tmp:
         save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
         _readable(tmp / WEIGHTS)
-        write_json(tmp, "config.json", _hf_config(cfg, ids, dtype))
-        write_json(tmp, "generation_config.json", _generation_config(ids))
+        special = {"bos_token_id": ids["bos"], "eos_token_id": ids["eos"], "pad_token_id": ids["pad"]}
+        write_json(tmp, "config.json", hf_config(cfg, special, dtype))
+        write_json(tmp, "generation_config.json", generation_config(special))
         (tmp / "tokenizer.json").write_text(tokenizer_text, encoding="utf-8")
         write_json(tmp, "tokenizer_config.json",
-                   _tokenizer_config(names, add_bos, add_eos, cfg["max_seq_len"], _chat_template(meta)))
+                   _tokenizer_config(names, add_bos, add_eos, cfg.max_seq_len, _chat_template(meta)))
         write_json(tmp, "datawall.json", info)
     return out
