@@ -83,6 +83,12 @@ class KVCache:
             return pos.expand(self.batch_size, t)
         return (pos[None, :] - self.pad[:, None]).clamp_(min=0)
 
+    def real_slots(self, t: int) -> torch.Tensor:
+        """Indices into the flattened [B * t] batch of the next t slots that are not padding."""
+        pos = torch.arange(self.length, self.length + t, device=self.kv.device)
+        real = pos[None, :] >= (self.pad[:, None] if self.pad is not None else 0)
+        return real.expand(self.batch_size, t).flatten().nonzero().squeeze(1)
+
     def attn_mask(self, t: int) -> torch.Tensor | None:
         """Boolean mask [B or 1, 1, t, length + t] (True = attend) for the next t tokens.
 

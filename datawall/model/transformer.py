@@ -132,14 +132,23 @@ class Attention(nn.Module):
         # SDPA's output is laid out [B, T, heads, head_dim] in memory, so this reshape is free
         return self.wo(y.transpose(1, 2).reshape(B, T, h * self.head_dim))
 
-    def _cached(self, x: torch.Tensor, rot: torch.Tensor, cache: KVCache, mask: torch.Tensor | None) -> torch.Tensor:
+    def _cached(
+        self, x: torch.Tensor, rot: torch.Tensor, cache: KVCache, mask: torch.Tensor | None,
+        pack: tuple[torch.Tensor, int] | None = None,
+    ) -> torch.Tensor:
         """Inference through a cache; rot rotates q and k and leaves v as it is (Transformer.forward builds it),
         so that one complex multiply covers the whole projection and keys and values go to the cache in one copy;
         it also applies attention's 1/sqrt(head_dim) to q. mask: a decode bias (one token per row) or SDPA's
-        boolean mask."""
+        boolean mask. pack: (indices of the real tokens in the flattened [B * T] batch, T) when x [1, N, dim]
+        holds only the real tokens of a left-padded prefill; padding slots get zero keys and values (masked)."""
         B, T, _ = x.shape
         h, kv = self.n_heads, self.n_kv_heads
         qkv = rotate(F.linear(x, self.wqkv.weight).view(B, T, h + 2 * kv, self.head_dim), rot)
+        if pack is not None:
+            idx, T = pack
+            B = cache.batch_size
+            qkv = qkv.new_zeros((B * T, h + 2 * kv, self.head_dim)).index_copy_(0, idx, qkv[0])
+            qkv = qkv.view(B, T, h + 2 * kv, self.head_dim)
         k, v = cache.write(self.layer, qkv[:, :, h:])
         if T == 1:
             if cache.prefix is None:
@@ -151,7 +160,10 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=mask is None, scale=1.0, enable_gqa=h != kv
         )
-        return F.linear(y.transpose(1, 2).reshape(B, T, h * self.head_dim), self.wo.weight)
+        y = y.transpose(1, 2).reshape(B, T, h * self.head_dim)
+        if pack is not None:
+            y = y.view(B * T, -1).index_select(0, pack[0])[None]
+        return F.linear(y, self.wo.weight)
 
 
 class MLP(nn.Module):
@@ -182,11 +194,15 @@ class Block(nn.Module):
         x = x + self.attn(self.attn_norm(x), rope, cache, mask)
         return x + self.mlp(self.mlp_norm(x))
 
-    def cached(self, x: torch.Tensor, rot: torch.Tensor, cache: KVCache, mask: torch.Tensor | None) -> torch.Tensor:
+    def cached(
+        self, x: torch.Tensor, rot: torch.Tensor, cache: KVCache, mask: torch.Tensor | None,
+        pack: tuple[torch.Tensor, int] | None = None,
+    ) -> torch.Tensor:
         """forward through a cache, calling its sublayers' functions directly: a decode step is short enough that
-        nn.Module call overhead shows (hooks registered on the sublayers do not run here)."""
+        nn.Module call overhead shows (hooks registered on the sublayers do not run here). pack: see
+        Attention._cached."""
         an, mn, w13, w2 = self.attn_norm, self.mlp_norm, self.mlp.w13.weight, self.mlp.w2.weight
-        x = x + self.attn._cached(F.rms_norm(x, an.weight.shape, an.weight, an.eps), rot, cache, mask)
+        x = x + self.attn._cached(F.rms_norm(x, an.weight.shape, an.weight, an.eps), rot, cache, mask, pack)
         h = F.rms_norm(x, mn.weight.shape, mn.weight, mn.eps)
         return x + F.linear(swiglu(F.linear(h, w13)), w2)
 
@@ -245,8 +261,18 @@ class Transformer(nn.Module):
             rope = self._cache_rotation(cache, T)
             mask = cache.decode_bias(self.tok_emb.weight.dtype) if T == 1 else cache.attn_mask(T)
         x = self.tok_emb(idx)
+        pack = None
+        if cache is not None and T > 1 and cache.pad is not None:
+            # a left-padded prefill: the linear layers (most of its time) see the real tokens only, packed into
+            # one row, and attention the padded layout; prompts of mixed lengths are often a third padding
+            real = cache.real_slots(T)
+            pack = (real, T)
+            x = x.flatten(0, 1).index_select(0, real)[None]
+            rope = rope.flatten(0, 1).index_select(0, real)[None]
         for block in self.blocks:
-            x = block(x, rope, cache, mask) if cache is None else block.cached(x, rope, cache, mask)
+            x = block(x, rope, cache, mask) if cache is None else block.cached(x, rope, cache, mask, pack)
+        if pack is not None:
+            x = x.new_zeros((idx.shape[0] * T, x.shape[-1])).index_copy_(0, pack[0], x[0]).view(idx.shape[0], T, -1)
         if cache is not None:
             cache.advance(T)
         if last_only:
