@@ -264,10 +264,11 @@ def test_sample_cache_keys_chat_apart_from_text():
 # --- endpoints get the multi-turn list ---------------------------------------------------------------------
 
 class Recorder:
-    """/v1/completions and /v1/chat/completions that keep every request body and answer '#### 42'."""
+    """/v1/completions and /v1/chat/completions that keep every request body and answer `text`."""
 
-    def __init__(self):
+    def __init__(self, text: str = "#### 42"):
         self.bodies: list[dict] = []
+        self.text = text
         self.app = FastAPI()
         self.app.get("/health")(lambda: {"ok": True})
         self.app.post("/v1/completions")(self.answer)
@@ -276,8 +277,8 @@ class Recorder:
     async def answer(self, request: Request) -> dict:
         body = await request.json()
         self.bodies.append(body)
-        choice = {"message": {"role": "assistant", "content": "#### 42"}} if "messages" in body else \
-            {"text": "#### 42"}
+        choice = {"message": {"role": "assistant", "content": self.text}} if "messages" in body else \
+            {"text": self.text}
         return {"choices": [{"index": i, "finish_reason": "stop", **choice} for i in range(body["n"])],
                 "usage": {"prompt_tokens": 50, "completion_tokens": 3 * body["n"], "total_tokens": 50 + 3 * body["n"]}}
 
@@ -298,6 +299,24 @@ def test_endpoint_gets_the_fewshot_prompt_and_the_stop_sequences(gsm, tmp_path, 
     if chat:
         assert [m["role"] for m in sent[0]] == ["user", "assistant"] * 3 + ["user"]
     assert all(b["stop"] == [QUESTION_STOP, "END"] for b in server.bodies)
+
+
+def test_think_reads_answers_strictly_or_flexibly_from_the_same_samples(gsm, tmp_path):
+    server = Recorder("40 plus 2 makes 42, so the answer is 42.")  # no '#### ' line: strict reads nothing
+    with running(server.app) as port:
+        args = ("think", "--endpoint", f"http://127.0.0.1:{port}/v1", "--api-model", "m", "--task", f"jsonl:{gsm}",
+                "--problems", "3", "--n-max", "2", "--max-tokens", "8")
+        strict = run_json(*args, "--out", str(tmp_path / "strict"))
+        flexible = run_json(*args, "--extract", "flexible", "--cache", str(tmp_path / "strict" / "cache.sqlite"),
+                            "--out", str(tmp_path / "flexible"))
+        refused = run(*args, "--extract", "flexible", "--out", str(tmp_path / "strict"), "--json")
+    assert (strict["extract"], flexible["extract"]) == ("strict", "flexible")
+    assert strict["strategies"]["greedy"][0]["accuracy"] == strict["strategies"]["majority"][-1]["accuracy"] == 0.0
+    assert flexible["strategies"]["greedy"][0]["accuracy"] == flexible["strategies"]["majority"][-1]["accuracy"] == 1.0
+    assert flexible["sampling"] == {"drawn": 0, "from_cache": 9, "from_files": 0} and len(server.bodies) == 6
+    assert {r["answer"] for r in rows_of(tmp_path / "strict" / "samples.jsonl")} == {None}
+    assert {r["answer"] for r in rows_of(tmp_path / "flexible" / "samples.jsonl")} == {"42"}
+    assert isinstance(refused.exception, DatawallError) and "(extract: 'strict'" in str(refused.exception)
 
 
 # --- what goes with what ----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`datawall tasks list|show` through the real app (CliRunner) and the installed console script."""
+"""`datawall tasks list|show|export` through the real app (CliRunner) and the installed console script."""
 
 from __future__ import annotations
 
@@ -84,3 +84,21 @@ def test_console_script_exit_codes():
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("error: unknown task 'arithmetic'")
     assert "Traceback" not in bad.stderr
+
+
+def test_export_writes_a_benchmark_file_that_split_all_scores_whole(tmp_path):
+    out = tmp_path / "bench" / "arith.jsonl"
+    result = runner.invoke(app, ["tasks", "export", "arith", "--n", "5", "--start", "2", "--task-args", "digits=4",
+                                 "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"task": "arith", "split": "test", "start": 2, "problems": 5, "out": str(out)}
+    source = get_task("arith", digits=4)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["answer"] for r in rows] == [p.answer for p in source.problems("test", 5, 2)]
+    bench = get_task(f"jsonl:{out}", split="all")
+    assert bench.size("test") == 5 and bench.size("train") == 0
+    for p, row in zip(bench.problems("test", 5), rows, strict=True):
+        assert bench.verify(p, row["solution"]) == 1.0 and row["question"] in p.prompt
+    assert not list(out.parent.glob(".*"))  # written atomically: no temporary left
+    result = runner.invoke(app, ["tasks", "export", "arith", "--n", "0", "--out", str(out)])
+    assert isinstance(result.exception, DatawallError) and "--n must be at least 1" in str(result.exception)

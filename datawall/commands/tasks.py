@@ -1,8 +1,9 @@
-"""`datawall tasks list` and `datawall tasks show NAME`: the verifiable task worlds and their problems."""
+"""`datawall tasks list|show|export`: the verifiable task worlds, their problems, and a split as a benchmark file."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -10,13 +11,15 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from datawall.atomic import atomic_write_text
 from datawall.errors import DatawallError
 from datawall.tasks import get_task, list_tasks, parse_task_args
 from datawall.tasks.registry import task_class
 from datawall.tasks.splits import SPLITS
 
 app = typer.Typer(
-    help="Verifiable task worlds: list them, or show problems with their worked solutions and answers.",
+    help="Verifiable task worlds: list them, show problems with their worked solutions and answers, or export a "
+    "split as a JSONL benchmark file.",
     no_args_is_help=True,
 )
 
@@ -98,3 +101,38 @@ def show_command(
         body.append("\n\nanswer: ", style="dim")
         body.append(p.answer, style="bold green")
         console.print(Panel(body, title=f"{split} #{p.index}", title_align="left", expand=False))
+
+
+@app.command("export")
+def export_command(
+    name: str = typer.Argument(..., help="Task name: arith, trace, countdown, rg:NAME, or jsonl:PATH."),
+    out: Path = typer.Option(..., "--out", help="JSONL file to write (replaced atomically)."),
+    n: int = typer.Option(100, "--n", help="How many problems (fewer if the split is smaller)."),
+    split: str = typer.Option("test", "--split", help="Which split: train or test (held out)."),
+    start: int = typer.Option(0, "--start", help="Index of the first problem exported."),
+    task_args: str = typer.Option("", "--task-args", help="Task settings as 'k=v,k=v' (see `tasks list`)."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Write problems as {question, answer, solution} JSON lines: a fixed benchmark file that `jsonl:PATH` with
+    `split=all` scores whole, and that lm-eval or any other harness reads."""
+    if n < 1:
+        raise DatawallError(f"--n must be at least 1, got {n}")
+    if start < 0:
+        raise DatawallError(f"--start must be >= 0, got {start}")
+    if split not in SPLITS:
+        raise DatawallError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    task = get_task(name, **parse_task_args(task_args))
+    size = task.size(split)
+    if size is not None:
+        n = min(n, size - start)
+        if n < 1:
+            raise DatawallError(f"{task.name}: --start {start} is past the end of the {split} split ({size} problems)")
+    rows = [{"question": p.meta.get("question", p.prompt), "answer": p.answer, "solution": task.solution(p)}
+            for p in task.problems(split, n, start)]
+    atomic_write_text(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    summary = {"task": task.name, "split": split, "start": start, "problems": len(rows), "out": str(out)}
+    if json_out:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(f"wrote {len(rows)} {split} problems of {task.name} to {out}; "
+                   f"score them whole with --task jsonl:{out} --task-args split=all")

@@ -64,6 +64,7 @@ def think(
     thinking_budgets: Annotated[str | None, typer.Option(help=_help("thinking_budgets"))] = None,
     thinking_extend: Annotated[int, typer.Option(help=_help("thinking_extend"))] = _default("thinking_extend"),
     difficulty_bins: Annotated[int, typer.Option(help=_help("difficulty_bins"))] = _default("difficulty_bins"),
+    extract: Annotated[str, typer.Option(help=_help("extract"))] = _default("extract"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Sample a pool per held-out problem and report accuracy vs samples, FLOPs and dollars per strategy."""
@@ -87,7 +88,7 @@ def think(
     cfg = think_config(task=task, task_args=parse_task_args(task_args), problems=problems, n_max=n_max,
                        strategies=strategies, temperature=temperature, top_p=top_p,
                        max_tokens=max_tokens, seed=seed, chat=chat, fewshot=fewshot, fewshot_seed=fewshot_seed,
-                       stop=list(stop or []), **search_options(beam_n, beam_expand, beam_aggregate,
+                       stop=list(stop or []), extract=extract, **search_options(beam_n, beam_expand, beam_aggregate,
                                                                thinking_budgets, thinking_extend, difficulty_bins))
     check_scorers(cfg.strategies, scorer, prm_scorer)
     price_file = str(prices) if prices else None

@@ -95,7 +95,7 @@ def _recorded_max_tokens(out: Path) -> int | None:
 
 
 # what a run recorded before these settings existed drew its samples with
-_LEGACY = {"chat": False, "fewshot": 0, "fewshot_seed": None, "stop": []}
+_LEGACY = {"chat": False, "fewshot": 0, "fewshot_seed": None, "stop": [], "extract": "strict"}
 
 
 def _check_run(out: Path, settings: dict) -> None:
@@ -114,8 +114,8 @@ class _Sampler:
     """Draws the samples a file lacks: cache first, then the backend, batched by missing indices."""
 
     def __init__(self, task, backend: Backend, cache: SampleCache, params: dict, seed: int, bar, job,
-                 prompts: dict[int, Prompt]):
-        self.task, self.backend, self.cache, self.prompts = task, backend, cache, prompts
+                 prompts: dict[int, Prompt], extract: str = "strict"):
+        self.task, self.backend, self.cache, self.prompts, self.extract = task, backend, cache, prompts, extract
         self.params, self.seed = params, seed
         self.pkey = params_key(**params)
         self.bar, self.job = bar, job
@@ -155,8 +155,9 @@ class _Sampler:
         return SampleCache.key(self.backend.identity, self.prompts[p.index], self.pkey)
 
     def _row(self, p: Problem, comps: dict[int, Completion]) -> list[dict]:
-        return [{"problem": p.index, "sample": j, "completion": c.text, "answer": self.task.extract_answer(c.text),
-                 "reward": float(self.task.verify(p, c.text)), "tokens": c.completion_tokens,
+        return [{"problem": p.index, "sample": j, "completion": c.text,
+                 "answer": self.task.extract_answer(c.text, self.extract),
+                 "reward": float(self.task.verify(p, c.text, self.extract)), "tokens": c.completion_tokens,
                  "prompt_tokens": c.prompt_tokens, "seconds": c.seconds} for j, c in sorted(comps.items())]
 
 
@@ -191,7 +192,8 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
     _check_run(out, {"backend": backend.identity, "task": cfg.task, "task_args": cfg.task_args,
                      "split": cfg.split, "temperature": cfg.temperature, "top_p": cfg.top_p,
                      "max_tokens": max_tokens, "seed": cfg.seed, "chat": cfg.chat, "fewshot": cfg.fewshot,
-                     "fewshot_seed": cfg.fewshot_seed if cfg.fewshot else None, "stop": stop})
+                     "fewshot_seed": cfg.fewshot_seed if cfg.fewshot else None, "stop": stop,
+                     "extract": cfg.extract})
     own_cache = cache is None
     cache = cache or SampleCache(out / "cache.sqlite")
     cost = backend.cost_model()
@@ -211,11 +213,12 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
             job = bar.add_task("think", total=cfg.problems * (cfg.n_max + greedy), rate="", info="samples")
             common = {"max_tokens": max_tokens, "top_p": cfg.top_p, "stop": stop or None}
             sampler = _Sampler(task, backend, cache, {**common, "temperature": cfg.temperature}, cfg.seed, bar, job,
-                               prompts)
+                               prompts, cfg.extract)
             sampler.fill(sample_path, problems, cfg.n_max, have)
             drawn += sampler.drawn
             if greedy:
-                g = _Sampler(task, backend, cache, {**common, "temperature": 0.0}, cfg.seed, bar, job, prompts)
+                g = _Sampler(task, backend, cache, {**common, "temperature": 0.0}, cfg.seed, bar, job, prompts,
+                             cfg.extract)
                 g.fill(greedy_path, problems, 1, have_greedy)
                 drawn += g.drawn
         # the searches continue the prompt's text: the few-shot one (chat is refused with them by ThinkConfig)
@@ -251,7 +254,7 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
                 "problem_indices": indices, "n_max": cfg.n_max,
                 "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": max_tokens,
                 "seed": cfg.seed, "chat": cfg.chat, "fewshot": cfg.fewshot, "fewshot_seed": cfg.fewshot_seed,
-                "stop": stop, "backend": backend.identity, "price": cost.price.model_dump(),
+                "stop": stop, "extract": cfg.extract, "backend": backend.identity, "price": cost.price.model_dump(),
                 "coverage_law": _coverage_law(curves.get("pass@k"), pools),
                 "sampling": {"drawn": drawn, "from_cache": cache.hits - hits_before, "from_files": from_files}}
     atomic_write_json(out / "results.json", results)

@@ -56,6 +56,10 @@ class ThinkConfig(BaseModel):
     fewshot_seed: StrictInt = Field(FEWSHOT_SEED, description="Seed that picks the few-shot examples of each problem.")
     stop: list[str] = Field(default_factory=list, description="Stop strings besides the task's own (jsonl and rg "
                             "tasks stop at '\\n\\nQuestion:').")
+    extract: Literal["strict", "flexible"] = Field(
+        "strict", description="How an answer is read from a completion, for the verifier and the vote: strict "
+        "(its '#### N' line) or flexible (\\boxed{}, '#### N', 'the answer is N', else the last number; "
+        "lm-eval's GSM8K flexible-extract).")
     difficulty_bins: Positive = Field(5, description="Difficulty bins of the compute-optimal policy (fewer when "
                                       "there are few problems).")
 
