@@ -160,6 +160,12 @@ def _poison(path, name: str, value: float, count: int = 1):
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
 
 
+def test_huge_but_finite_weights_load(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    _poison(path, "model.norm.weight", 3e38, 4)  # their sum overflows to inf; every value is finite
+    assert float(load_checkpoint(path).model.norm.weight.detach().max()) == pytest.approx(3e38)
+
+
 @pytest.mark.parametrize("name,value,count", [
     ("model.layers.1.mlp.down_proj.weight", float("nan"), 1),
     ("model.embed_tokens.weight", float("inf"), 3),

@@ -283,8 +283,9 @@ def _load_weights(directory: Path) -> tuple[ModelConfig, Transformer]:
             )
         if not tensors[name].is_floating_point():
             raise DatawallError(f"{path}: tensor {name} has non-float dtype {tensors[name].dtype}")
-        if not torch.isfinite(tensors[name]).all():  # one pass per tensor; NaN weights give NaN logits everywhere
-            bad = int((~torch.isfinite(tensors[name])).sum())
+        # NaN weights give NaN logits everywhere. A sum is non-finite whenever an element is (and ~50x cheaper
+        # than isfinite() over the tensor: 8 s of SmolLM2's load); an overflowing sum alone is not an error
+        if not torch.isfinite(tensors[name].sum()) and (bad := int((~torch.isfinite(tensors[name])).sum())):
             raise DatawallError(f"{path}: tensor {name} holds {bad:,} non-finite value(s) (NaN or inf) of "
                                 f"{tensors[name].numel():,}; the run that wrote it diverged")
     extra = [k for k in tensors if k not in expected and not k.endswith(IGNORED_KEYS) and k != "lm_head.weight"]
