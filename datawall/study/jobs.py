@@ -162,7 +162,7 @@ class ThinkJob(ThinkConfig):
 
 
 THINK_EXTRA = ("model", "device", "price")  # the ThinkJob keys that are not ThinkConfig settings
-THINK_LATER = ("chat", "fewshot", "fewshot_seed", "stop")  # prompting settings (datawall.tasks.prompting)
+THINK_LATER = ("chat", "fewshot", "fewshot_seed", "stop", "extract")  # prompting and answer reading
 
 
 def _think_resolve(config: dict) -> dict:
