@@ -112,7 +112,7 @@ def test_majority_ranks_the_most_common_answer_first_and_answers_compare_by_valu
 def test_verifier_rejection_keeps_the_next_ranked_right_sample_and_names_why_it_drops():
     draws = [d("7"), d("7"), d("85", True)]
     c = choose(draws, "majority", "verifier")
-    assert (c.index, c.kept, c.dropped, c.agreement) == (2, True, None, pytest.approx(1 / 3))
+    assert (c.top, c.index, c.kept, c.dropped, c.agreement) == (0, 2, True, None, pytest.approx(1 / 3))
     assert choose([d("7"), d("7")], "majority", "verifier").dropped == "wrong"
     assert choose([d(None)], "sample", "verifier").dropped == "no_answer"
     # best-of ranks by score; the ORM filter keeps the first ranked sample at or above the threshold
@@ -157,7 +157,9 @@ def test_trained_teacher_verifier_keeps_only_right_ones_none_keeps_its_errors(po
     assert all(r["correct"] for r in v_rows if r["kept"]) and {r["dropped"] for r in v_rows if not r["kept"]} <= {
         "wrong", "no_answer"}
     # no filter: every problem kept, the teacher's errors too, and the verifier's truth still reported
-    assert unfiltered["kept"] == 40 and unfiltered["kept_precision"] == unfiltered["generated_precision"] < 1.0
+    assert unfiltered["kept"] == 40 and unfiltered["kept_precision"] == unfiltered["teacher_accuracy"] < 1.0
+    assert verified["teacher_accuracy"] == unfiltered["teacher_accuracy"]  # the filter changes what is kept, not it
+    assert verified["kept"] >= sum(r["correct"] for r in n_rows)  # rejection also finds right minority samples
     assert unfiltered["kept_precision"] == sum(r["correct"] for r in n_rows) / 40
     # the same samples (a shared cache): the second run drew none, and was charged the same generation cost
     assert verified["sampling"] == {"drawn": 160, "from_cache": 0}
@@ -172,8 +174,9 @@ def test_trained_teacher_verifier_keeps_only_right_ones_none_keeps_its_errors(po
     assert (tmp_path / "verified" / "DONE").exists() and json.loads(
         (tmp_path / "verified" / "config.json").read_text())["settings"]["filter"] == "verifier"
     div = verified["diversity"]
-    assert div["synthetic"]["texts"] == verified["kept"] and div["human"]["texts"] == 2000
-    assert 0 < div["human"]["distinct_1"] <= 1 and div["human"]["answer_entropy"] > 5
+    assert div["synthetic"]["texts"] == div["human"]["texts"] == verified["kept"]  # compared at the same size
+    assert 0 < div["human"]["distinct_1"] <= 1 and "of the 2,000 real train problems" in div["human_source"]
+    assert unfiltered["diversity"]["human"]["answer_entropy"] > 4  # 40 sums of two 2-digit numbers
 
 
 def test_problems_start_after_the_first_u_real_tokens(tmp_path):
@@ -187,7 +190,8 @@ def test_problems_start_after_the_first_u_real_tokens(tmp_path):
     assert [r["problem"] for r in rows_of(tmp_path / "o")] == list(range(len(docs), len(docs) + 5))
     real = {TASK.problem("train", i).prompt for i in range(len(docs))}
     assert not real & {b["prompt"] for b in teacher.bodies}
-    assert res["diversity"]["human"]["texts"] == len(docs) and res["kept_precision"] == 1.0
+    assert res["diversity"]["human"]["texts"] == 5 and res["kept_precision"] == 1.0
+    assert f"5 of the {len(docs):,} real train problems" in res["diversity"]["human_source"]
 
 
 def test_filter_none_reports_the_teachers_errors_and_costs_from_its_usage(tmp_path):
@@ -353,6 +357,7 @@ def test_best_of_k_with_a_reward_model_and_the_orm_threshold(policy, tmp_path):
     (("--min-agreement", "0.5"), "--min-agreement goes with --filter 'majority'"),
     (("--start", "3", "--skip-unique-tokens", "1k"), "give --start or --skip-unique-tokens, not both"),
     (("--strategy", "majority@4", "--temperature", "0"), "draws 4 identical samples"),
+    (("--orm", "/nowhere"), "--orm goes with --strategy best-of-K or --filter 'orm'"),
     (("--filter", "best"), "--filter: Input should be 'none', 'verifier', 'majority' or 'orm'"),
     (("--skip-unique-tokens", "lots"), "--skip-unique-tokens: cannot read 'lots' as a count"),
 ])
@@ -367,6 +372,7 @@ def test_bad_settings_are_one_line(tmp_path, args, message):
 def test_teachers_that_cannot_be_loaded_are_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     cases = [(("--model", str(tmp_path / "missing")), "no such model directory"),
+             (("--model", str(tmp_path / "empty")), str(tmp_path / "empty")),
              (("--hf", str(tmp_path / "empty")), "not a Hugging Face model directory"),
              (("--model", str(tmp_path / "empty"), "--hf", str(tmp_path / "empty")), "give exactly one of"),
              (("--endpoint", "ftp://x", "--api-model", "m"), "expected an http(s) URL")]

@@ -104,7 +104,9 @@ def generate(
     dropped = ", ".join(f"{k} {v}" for k, v in result["dropped"].items() if v) or "none"
     flops = "unknown" if result["flops_per_kept"] is None else f"{result['flops_per_kept']:.3g}"
     print(f"kept {result['kept']}/{result['generated']} ({result['strategy']}, filter {result['filter']}), "
-          f"precision {precision} (teacher's choices {result['generated_precision']:.1%} correct); dropped: {dropped}")
+          f"precision {precision}; dropped: {dropped}")
+    print(f"teacher accuracy {result['teacher_accuracy']:.1%} ({result['strategy']}; one sample "
+          f"{result['sample_accuracy']:.1%})")
     print(f"FLOPs per kept example {flops}; dollars {result['dollars'] or 0:.3g}; data: {out / SYNTHETIC}")
 
 

@@ -7,6 +7,9 @@
   minhash_self_similarity: the mean over texts of the similarity to the most similar other text (how close
   each one's nearest neighbour is: self-BLEU's idea with MinHash). Computed on at most MAX_PAIRWISE texts,
   a seeded sample of them when there are more (`minhash_texts` says how many).
+
+Every one of these depends on how many texts there are, so two sets are compared at the same size
+(synth generate samples the human reference solutions down to the number of kept synthetic ones).
 """
 
 from __future__ import annotations

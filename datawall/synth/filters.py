@@ -38,6 +38,7 @@ class Draw:
 class Choice:
     """The sample a problem's row shows, whether it is kept, why not, and how many samples share its answer."""
 
+    top: int  # the strategy's own choice (what the teacher answers without a filter)
     index: int
     kept: bool
     dropped: str | None
@@ -83,33 +84,33 @@ def choose(draws: Sequence[Draw], kind: str, filter: str, orm_threshold: float =
     ranked = rank(draws, kind)
     top = ranked[0]
     if filter == "none":
-        return _choice(draws, top, None)
+        return _choice(draws, ranked, top, None)
     if filter == "verifier":
         ok = [i for i in ranked if draws[i].correct]
         if ok:
-            return _choice(draws, ok[0], None)
-        return _choice(draws, top, "no_answer" if draws[top].answer is None else "wrong")
+            return _choice(draws, ranked, ok[0], None)
+        return _choice(draws, ranked, top, "no_answer" if draws[top].answer is None else "wrong")
     if filter == "majority":
         order = _answer_order(draws)
         if not order:
-            return _choice(draws, top, "no_answer")
+            return _choice(draws, ranked, top, "no_answer")
         votes = Counter(answer_key(d.answer) for d in draws)
         best = order[0]
         tied = len(order) > 1 and votes[order[1]] == votes[best]
         if tied or votes[best] / len(draws) < min_agreement:
-            return _choice(draws, top, "no_consensus")
-        return _choice(draws, next(i for i in ranked if answer_key(draws[i].answer) == best), None)
+            return _choice(draws, ranked, top, "no_consensus")
+        return _choice(draws, ranked, next(i for i in ranked if answer_key(draws[i].answer) == best), None)
     if filter == "orm":
         if any(d.score is None for d in draws):
             raise ValueError("the orm filter needs a reward-model score on every sample")
         ok = [i for i in ranked if draws[i].score >= orm_threshold]
         if ok:
-            return _choice(draws, ok[0], None)
-        return _choice(draws, top, "below_threshold")
+            return _choice(draws, ranked, ok[0], None)
+        return _choice(draws, ranked, top, "below_threshold")
     raise ValueError(f"unknown filter {filter!r}")
 
 
-def _choice(draws: Sequence[Draw], index: int, dropped: str | None) -> Choice:
+def _choice(draws: Sequence[Draw], ranked: list[int], index: int, dropped: str | None) -> Choice:
     key = answer_key(draws[index].answer)
     agreement = None if key is None else sum(answer_key(d.answer) == key for d in draws) / len(draws)
-    return Choice(index, dropped is None, dropped, agreement)
+    return Choice(ranked[0], index, dropped is None, dropped, agreement)

@@ -139,6 +139,15 @@ def _lookup(d, dotted: str):
     return d
 
 
+def _same_size(problems: list[Problem], n: int, seed: int) -> list[Problem]:
+    """A seeded sample of n of the problems, in order (all of them when there are no more): distinct n-grams and
+    entropy grow or shrink with the number of texts, so the human side is measured at the synthetic side's size."""
+    if len(problems) <= n:
+        return problems
+    pick = np.random.default_rng(seed).choice(len(problems), n, replace=False)
+    return [problems[i] for i in sorted(pick)]
+
+
 def _num(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
@@ -174,14 +183,14 @@ def run_generate(backend: Backend, cfg: GenerateConfig, out: str | Path, scorer:
         if own_cache:
             cache.close()
     scores, score_flops = _score(scorer, problems, comps, quiet) if needs_scorer else (None, None)
-    rows = _rows(task, problems, comps, scores, cfg)
+    rows, accuracy = _rows(task, problems, comps, scores, cfg)
     if cfg.dedup:
         kept = [r for r in rows if r["kept"]]
         texts = [r["prompt"] + r["solution"] if cfg.dedup_on == "example" else r["solution"] for r in kept]
         for r, why in zip(kept, duplicates(texts, cfg.dedup_threshold), strict=True):
             if why is not None:
                 r["kept"], r["dropped"] = False, why
-    result = _result(task, cfg, backend, problems, real, comps, rows, score_flops, scorer_id, sampling)
+    result = _result(task, cfg, backend, problems, real, comps, rows, score_flops, scorer_id, sampling) | accuracy
     result |= {"start": start, "max_tokens": max_tokens, "stop": stop, "skipped_real_prompts": skipped}
     atomic_write_text(out / SYNTHETIC, "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_json(out / "result.json", result)
@@ -233,18 +242,21 @@ def _score(scorer: SampleScorer, problems: list[Problem], comps: list[list[Compl
 
 
 def _rows(task, problems: list[Problem], comps: list[list[Completion]], scores: list[list[float]] | None,
-          cfg: GenerateConfig) -> list[dict]:
-    """One synthetic.jsonl row per problem: its chosen solution, verified, kept or dropped (before dedup)."""
-    rows = []
+          cfg: GenerateConfig) -> tuple[list[dict], dict]:
+    """One synthetic.jsonl row per problem (its chosen solution, verified, kept or dropped, before dedup); and the
+    teacher's accuracy: of the strategy's own choice per problem, and of a single sample."""
+    rows, top_right, samples_right = [], 0, 0
     for i, (p, cs) in enumerate(zip(problems, comps, strict=True)):
         draws = [Draw(c.text, task.extract_answer(c.text, cfg.extract), task.verify(p, c.text, cfg.extract) >= 1.0,
                       None if scores is None else scores[i][j]) for j, c in enumerate(cs)]
         ch = choose(draws, cfg.kind, cfg.filter, cfg.orm_threshold, cfg.min_agreement)
+        top_right += draws[ch.top].correct
+        samples_right += sum(x.correct for x in draws)
         d = draws[ch.index]
         rows.append({"problem": p.index, "prompt": p.prompt, "solution": d.text, "answer": d.answer,
                      "correct": d.correct, "kept": ch.kept, "dropped": ch.dropped, "samples": len(cs),
                      "agreement": ch.agreement, "score": d.score})
-    return rows
+    return rows, {"teacher_accuracy": top_right / len(rows), "sample_accuracy": samples_right / sum(map(len, comps))}
 
 
 def _result(task, cfg: GenerateConfig, backend: Backend, problems: list[Problem], real: list[Problem],
@@ -260,12 +272,11 @@ def _result(task, cfg: GenerateConfig, backend: Backend, problems: list[Problem]
     flops = gen_flops + (score_flops or 0.0)
     dollars = gen_dollars + (score_dollars or 0.0)
     kept = [r for r in rows if r["kept"]]
-    human = real if real else problems
+    human = _same_size(real if real else problems, len(kept), cfg.seed)
     dropped = Counter(r["dropped"] for r in rows if r["dropped"])
     return {
         "generated": len(rows), "kept": len(kept),
         "kept_precision": sum(r["correct"] for r in kept) / len(kept) if kept else None,
-        "generated_precision": sum(r["correct"] for r in rows) / len(rows),
         "dropped": {reason: dropped.get(reason, 0) for reason in DROP_REASONS},
         "flops": _num(flops), "dollars": _num(dollars),
         "flops_per_kept": _num(flops / len(kept)) if kept else None,
@@ -278,9 +289,10 @@ def _result(task, cfg: GenerateConfig, backend: Backend, problems: list[Problem]
                  "scoring_dollars_included": score_flops is None or per_flop, "price": cost.price.model_dump()},
         "diversity": {"synthetic": diversity([r["solution"] for r in kept], [r["answer"] for r in kept], cfg.seed),
                       "human": diversity([task.solution(p) for p in human], [p.answer for p in human], cfg.seed),
-                      "human_source": (f"reference solutions of the {len(real):,} real train problems before "
-                                       "the synthetic ones" if real else
-                                       "reference solutions of the same problems (no real problems precede them)")},
+                      "human_source": (f"reference solutions of {len(human):,} of the {len(real):,} real train "
+                                       "problems before the synthetic ones" if real else
+                                       f"reference solutions of {len(human):,} of the same problems (no real "
+                                       "problems precede them)")},
         "teacher": teacher_identity(backend), "reward_model": scorer_id,
         "strategy": cfg.strategy, "filter": cfg.filter,
         **cfg.model_dump(mode="json"),

@@ -97,6 +97,8 @@ class GenerateConfig(BaseModel):
             raise ValueError(f"strategy {self.strategy} needs orm DIR (a reward model ranks the samples)")
         if self.filter == "orm" and self.orm is None:
             raise ValueError("filter 'orm' needs orm DIR (the reward model whose score is thresholded)")
+        if self.orm is not None and kind != "best-of" and self.filter != "orm":
+            raise ValueError("orm goes with strategy best-of-K or filter 'orm' (nothing else reads its scores)")
         if self.filter == "majority" and k < 2:
             raise ValueError(f"filter 'majority' needs K >= 2 samples to agree; strategy {self.strategy} draws one "
                              "(use majority@K or best-of-K)")
