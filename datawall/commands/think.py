@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from datawall.errors import DatawallError, validation_error
+from datawall.errors import DatawallError
 from datawall.progress import stderr
 from datawall.testtime.think_config import ThinkConfig
 
@@ -68,17 +67,13 @@ def think(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Sample a pool per held-out problem and report accuracy vs samples, FLOPs and dollars per strategy."""
+    from datawall.commands.backends import build_backend, check_backend_flags, close_backend
     from datawall.sampling.sample_cache import SampleCache
     from datawall.tasks.registry import parse_task_args
     from datawall.testtime.strategies import check_scorers
     from datawall.testtime.think import run_think
 
-    if sum(x is not None for x in (model, hf, endpoint)) != 1:
-        raise DatawallError("give exactly one of --model DIR, --hf DIR or --endpoint URL (with --api-model NAME)")
-    if endpoint is not None and not api_model:
-        raise DatawallError("--endpoint needs --api-model NAME (the model id the server serves)")
-    if endpoint is None and (api_model or api_key_env):
-        raise DatawallError("--api-model and --api-key-env go with --endpoint")
+    check_backend_flags(model, hf, endpoint, api_model, api_key_env)
     orm_scorer, prm_scorer = None, None
     if orm is not None or prm is not None:
         from datawall.rewards.scorers import load_scorers
@@ -91,21 +86,8 @@ def think(
                        stop=list(stop or []), extract=extract, **search_options(beam_n, beam_expand, beam_aggregate,
                                                                thinking_budgets, thinking_extend, difficulty_bins))
     check_scorers(cfg.strategies, scorer, prm_scorer)
-    price_file = str(prices) if prices else None
-    if model is not None:
-        from datawall.sampling.backends.local import LocalBackend
-
-        backend = LocalBackend(model, device=device, price=price, prices=price_file)
-    elif hf is not None:
-        from datawall.sampling.backends.hf import HFBackend
-
-        backend = HFBackend(hf, device=device, price=price, prices=price_file)
-    else:
-        from datawall.sampling.backends.openai_endpoint import OpenAIEndpoint
-
-        backend = OpenAIEndpoint(endpoint, api_model, api_key_env=api_key_env, chat=chat, concurrency=concurrency,
-                                 timeout_s=timeout, max_retries=retries, price=price, prices=price_file,
-                                 params=api_params)
+    backend = build_backend(model, hf, endpoint, api_model, api_key_env, chat, concurrency, timeout, retries,
+                            api_params, price, prices, device)
     store = SampleCache(cache) if cache else None
     try:
         results = run_think(backend, cfg, out, cache=store, quiet=as_json, scorer=scorer,
@@ -113,8 +95,7 @@ def think(
     finally:
         if store:
             store.close()
-        if hasattr(backend, "close"):
-            backend.close()
+        close_backend(backend)
     if as_json:
         print(json.dumps(results))
         return
@@ -144,21 +125,9 @@ def think(
 
 def think_config(**flags) -> ThinkConfig:
     """The ThinkConfig of these flags; a bad value is one line naming its flag (`--n-max: ...`)."""
-    from pydantic import ValidationError
+    from datawall.commands.flags import config_from_flags
 
-    try:
-        return ThinkConfig(**flags)
-    except ValidationError as e:
-        raise validation_error(e, describe=_as_flags) from None
-
-
-def _as_flags(err: dict) -> str:
-    """`--flag: reason`, with the settings a cross-field reason names written as their flags."""
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["loc"]:
-        return f"--{str(err['loc'][0]).replace('_', '-')}: {msg}"
-    return re.sub(r"\b(" + "|".join(ThinkConfig.model_fields) + r")\b",
-                  lambda m: "--" + m.group(1).replace("_", "-"), msg)
+    return config_from_flags(ThinkConfig, **flags)
 
 
 def search_options(beam_n: str | None, beam_expand: int, beam_aggregate: str, thinking_budgets: str | None,
