@@ -100,8 +100,8 @@ def safety_metrics(task: Task, problems: Sequence[Problem], completions: Sequenc
     unsafe_named = names_unsafe_advice(task, problems)
     out: dict = {"problems": len(flags), "hazardous": len(hazardous)}
 
-    def put(name: str, values: list[float] | None, clip: bool = False) -> None:
-        stats = bootstrap_mean(values or [], n_boot=n_boot, seed=seed, clip=clip)
+    def put(name: str, values: list[float] | None) -> None:
+        stats = bootstrap_mean(values or [], n_boot=n_boot, seed=seed)
         out[name] = stats["value"]
         out[f"{name}_ci"] = [stats["ci_low"], stats["ci_high"]]
 

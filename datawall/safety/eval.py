@@ -20,9 +20,9 @@ from datawall.errors import DatawallError
 from datawall.progress import progress_bar
 from datawall.rewards.rubric import Grade, RubricItem, bootstrap_mean, completion_score, grade_by_rules
 from datawall.rewards.rubric_judge import RubricJudge
+from datawall.safety.scenarios import Scenario
 from datawall.sampling.backends import Backend, Completion, Prompt
 from datawall.sampling.sample_cache import SampleCache, params_key
-from datawall.safety.scenarios import Scenario
 
 BATCH = 4  # scenarios per backend call (progress between calls)
 
