@@ -92,7 +92,7 @@ def eval_(
     try:
         result = run_safety_eval(backend, loaded, chat=chat, samples=samples, temperature=temperature,
                                  max_tokens=max_tokens, seed=seed, judge=judge, judge_all=judge_all, cache=store,
-                                 quiet=as_json)
+                                 quiet=False)  # progress goes to stderr, --json or not
     finally:
         if store:
             store.close()
