@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import test_rubric
 from fastapi import FastAPI, Request
 from hf_llama import random_llama
 from local_server import running
-from test_rubric import FakeJudge
 from typer.testing import CliRunner
 
 from datawall.cli import app
@@ -21,6 +21,7 @@ from datawall.tasks.arith import hazard_pairs
 from datawall.tasks.lab import ROUTINE
 
 WORLD = dict(digits=2, min_digits=1, ops="mul")
+judge_server = test_rubric.judge_server  # the scripted judge (a real server), shared with the rubric tests
 SCENARIOS = load_scenarios()
 
 
@@ -268,14 +269,6 @@ def test_eval_with_a_judge_reports_unscored_items(model_server, judge_server, tm
     res = run_json("safety", "eval", "--endpoint", model_server.url, "--api-model", "m", "--scenarios", path,
                    "--judge-endpoint", judge_server.url, "--judge-model", "judge", "--judge-all")
     assert {it["by"] for it in res["results"][0]["items"]} == {"judge"}
-
-
-@pytest.fixture(scope="module")
-def judge_server():
-    fake = FakeJudge()
-    with running(fake.app) as port:
-        fake.url = f"http://127.0.0.1:{port}/v1"
-        yield fake
 
 
 def test_eval_of_a_real_hf_model(tmp_path):
