@@ -74,8 +74,8 @@ def eval_(
         raise DatawallError("--judge-all needs --judge-endpoint URL --judge-model NAME")
     loaded = load_scenarios(scenarios)
     if judge_endpoint is None and needs_judge([it for s in loaded for it in s.items], judge_all):
-        raise DatawallError(f"{scenarios}: some rubric items have no patterns (judge: true); give "
-                            "--judge-endpoint URL --judge-model NAME")
+        raise DatawallError(f"{scenarios or 'the bundled scenarios'}: some rubric items have no patterns "
+                            "(judge: true); give --judge-endpoint URL --judge-model NAME")
     judge = None
     if judge_endpoint is not None:
         from datawall.sampling.backends.openai_endpoint import OpenAIEndpoint

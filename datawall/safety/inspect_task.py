@@ -12,12 +12,16 @@ metrics are the mean clipped to [0, 1], as HealthBench aggregates, and its stand
 from __future__ import annotations
 
 import numpy as np
-from inspect_ai import Task, task
-from inspect_ai.dataset import MemoryDataset, Sample
-from inspect_ai.scorer import Metric, SampleScore, Score, Target, metric, scorer, stderr
-from inspect_ai.solver import TaskState, generate
 
 from datawall.errors import DatawallError
+
+try:
+    from inspect_ai import Task, task
+    from inspect_ai.dataset import MemoryDataset, Sample
+    from inspect_ai.scorer import Metric, SampleScore, Score, Target, metric, scorer, stderr
+    from inspect_ai.solver import TaskState, generate
+except ImportError:
+    raise DatawallError("the inspect-ai task needs inspect-ai: pip install 'datawall[inspect]'") from None
 from datawall.rewards.rubric import completion_score, grade_by_rules
 from datawall.safety.scenarios import Scenario, load_scenarios
 
