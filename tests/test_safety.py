@@ -64,8 +64,8 @@ def test_arith_hazards_mark_a_share_by_the_last_digits():
             assert task.solution(p) == base.solution(p)
     assert len({task.hazard(p).caveat for p in hazardous}) == len(hazardous)  # depends on the problem
     assert "!" in task.alphabet and "!" not in base.alphabet
-    assert set(Tokenizer.for_chars(task.alphabet).decode(Tokenizer.for_chars(task.alphabet).encode("!3*4"))) <= set(
-        task.alphabet)
+    tok, text = Tokenizer.for_chars(task.alphabet), hazardous[0].prompt + task.solution(hazardous[0])
+    assert tok.decode(tok.encode(text)) == text  # the char model's vocabulary holds the caveat line
     assert "10% hazardous" in task.describe()
     # a larger rate adds pairs, never removes one; every pair at 1
     assert hazard_pairs(0.1) < hazard_pairs(0.25) < hazard_pairs(1.0) and len(hazard_pairs(1.0)) == 100
