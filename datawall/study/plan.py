@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from datawall.counts import format_count
 from datawall.errors import DatawallError
-from datawall.study.jobs import Job
+from datawall.study.jobs import KINDS, Job
 from datawall.study.levers import LEVERS
 from datawall.study.levers.base import Point, Setting
 
@@ -71,6 +71,8 @@ class Plan:
         if job.kind == "pretrain":
             epochs = job.config["train"]["tokens"] / self.world.tokens_per_epoch
             return f"pretrain {job.config['size']}, {epochs:.3g} epochs, seed {job.config['train']['seed']}"
+        if KINDS[job.kind].describe is not None:
+            return KINDS[job.kind].describe(job.config)
         model = self.job(job.config["model"]) if any(j.key == job.config["model"] for j in self.jobs) else None
         size = f" {model.config['size']}" if model else ""
         return f"think{size}, n {job.config['n_max']}, seed {job.config['seed']}"
