@@ -25,8 +25,8 @@ class CollapseConfig(BaseModel):
     size: str = Field("100k", description="Model preset of every generation.")
     real_examples: Positive = Field(500, description="U: real worked examples of generation 0 (and of accumulate "
                                     "and mix).")
-    tokens: Positive = Field(300_000, description="Training tokens D of every generation (from scratch).")
-    generations: Positive = Field(4, description="G: generations trained on samples, after generation 0.")
+    tokens: Positive = Field(400_000, description="Training tokens D of every generation (from scratch).")
+    generations: Positive = Field(3, description="G: generations trained on samples, after generation 0.")
     modes: list[Literal[MODES]] = Field(list(MODES), description="replace, accumulate and/or mix.")
     real_frac: float = Field(0.1, gt=0, lt=1, description="mix: share of each generation's training rows that are "
                              "real.")
