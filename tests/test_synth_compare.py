@@ -7,23 +7,14 @@ import json
 
 import numpy as np
 import pytest
+from synth_cli import run, run_json
 from tiny_arith import TASK, one_thread, random_checkpoint, trained_policy
-from typer.testing import CliRunner
 
-from datawall.cli import app
 from datawall.synth.compare import Answer, bootstrap_ratio, resemblance
 
 ARITH = ("--task", "arith", "--task-args", "digits=2")
 
 
-def run(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def run_json(*args: str) -> dict:
-    result = run(*args, "--json")
-    assert result.exit_code == 0, (result.output, result.exception)
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def a(answer: str | None, correct: bool) -> Answer:

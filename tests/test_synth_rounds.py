@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from synth_cli import run, run_json
 from tiny_arith import TASK, one_thread, random_checkpoint, trained_policy
-from typer.testing import CliRunner
 
-from datawall.cli import app
 from datawall.synth.rounds import answer_class, tail_classes
 from datawall.tasks import get_task
 
@@ -18,14 +17,6 @@ ARITH = ("--task", "arith", "--task-args", "digits=2")
 SMALL = ("--tokens", "2k", "--eval-problems", "10", "--real-tokens", "2k", "--batch-size", "8", "--seq-len", "48")
 
 
-def run(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def run_json(*args: str) -> dict:
-    result = run(*args, "--json")
-    assert result.exit_code == 0, (result.output, result.exception)
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_tail_classes_are_the_rarest_answer_lengths_up_to_the_share():

@@ -7,10 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from synth_cli import one_line_error, run, run_json
 from tiny_arith import TASK, one_thread, random_checkpoint
-from typer.testing import CliRunner
 
-from datawall.cli import app
 from datawall.data import Tokenizer, task_docs
 from datawall.data.mix import MixStream
 from datawall.data.synthetic import SyntheticSpec, read_synthetic
@@ -23,23 +22,7 @@ TINY = ("--size", "100k", "--tokens", "6k", "--unique-tokens", "2k", "--batch-si
         "--eval-problems", "20")
 
 
-def run(*args: str):
-    return CliRunner().invoke(app, list(args))
 
-
-def run_json(*args: str) -> dict:
-    result = run(*args, "--json")
-    assert result.exit_code == 0, (result.output, result.exception)
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def one_line_error(result, *words: str) -> str:
-    assert result.exit_code != 0
-    text = str(result.exception) if result.exception is not None else result.output
-    assert "Traceback" not in result.output and "\n" not in text.strip(), text
-    for w in words:
-        assert w in text, text
-    return text
 
 
 def dataset(path, rows: list[tuple[str, str, bool]], task_args=None, flops_per_kept=1e6, done=True):

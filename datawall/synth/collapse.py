@@ -78,6 +78,7 @@ def _measure(cfg: CollapseConfig, seed: int, model: Path, out: Path, quiet: bool
 def _generation_zero(cfg: CollapseConfig, out: Path, seed: int, unique: int, quiet: bool) -> dict:
     from datawall.synth.rounds import train
 
+    torch_threads()
     where = out / f"seed-{seed}" / "gen-0"
     result = train(_spec(cfg, seed, unique, None), where / "train", quiet)
     return _row("real", seed, 0, result, _measure(cfg, seed, where / "train", where, quiet), None)
@@ -121,29 +122,13 @@ def torch_threads() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
 
 
-def _check_config(out: Path, cfg: CollapseConfig) -> None:
-    path = out / "config.json"
-    mine = cfg.model_dump(mode="json")
-    if path.exists():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise DatawallError(f"{path}: not valid JSON; remove the directory or choose another --out") from None
-        if old != mine:
-            key = next((k for k in mine if old.get(k) != mine[k]), "settings")
-            raise DatawallError(f"{out}: holds a collapse run with other settings ({key}: {old.get(key)!r}, now "
-                                f"{mine[key]!r}); use another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, mine)
-
-
 def run_collapse(cfg: CollapseConfig, out: str | Path, workers: int = 1, quiet: bool = True) -> dict:
     """Every seed's generation 0, then each (mode, seed) chain of G generations; collapse.json and collapse.png."""
-    from datawall.synth.generate import real_problem_count
+    from datawall.synth.generate import claim_run_dir, real_problem_count
     from datawall.tasks import get_task
 
     out = Path(out)
-    _check_config(out, cfg)
+    claim_run_dir(out, cfg.model_dump(mode="json"), "a collapse run")
     began = time.monotonic()
     unique = _real_tokens(cfg)
     first = real_problem_count(get_task(cfg.task, **cfg.task_args), unique)

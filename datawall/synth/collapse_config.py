@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import ConfigDict, Field, StrictInt, field_validator
+
+from datawall.synth.generate_config import Described
 
 MODES = ("replace", "accumulate", "mix")
 Positive = Annotated[StrictInt, Field(ge=1)]
 
 
-class CollapseConfig(BaseModel):
+class CollapseConfig(Described):
     """A model-collapse run: the world, the models, the generations and the modes compared."""
 
     model_config = ConfigDict(extra="forbid")
@@ -61,13 +63,3 @@ class CollapseConfig(BaseModel):
     def per_generation(self) -> int:
         """P, problems sampled per generation."""
         return self.samples or self.real_examples
-
-    @classmethod
-    def help(cls, name: str) -> str:
-        """A field's description (the --help of its flag)."""
-        return cls.model_fields[name].description or ""
-
-    @classmethod
-    def default(cls, name: str) -> Any:
-        """A field's default value."""
-        return cls.model_fields[name].get_default(call_default_factory=True)

@@ -70,6 +70,8 @@ def kl_per_problem(student, teacher, rows: tuple[torch.Tensor, torch.Tensor], de
                    batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(summed KL(student || teacher) in nats, scored tokens) per row of (x, y), y = -100 where nothing is scored."""
     x_all, y_all = rows
+    vocab = getattr(getattr(student, "config", None), "vocab_size", 0) or 1
+    batch = max(1, min(batch, int(4e7 // max(1, x_all.shape[1] * vocab))))  # two [B, T, V] float32 tensors at a time
     kl_sum, count = [], []
     for i in range(0, len(x_all), batch):
         x, y = x_all[i:i + batch].to(device), y_all[i:i + batch].to(device)

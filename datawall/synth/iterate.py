@@ -24,23 +24,6 @@ from datawall.model import checkpoint_dir, load_checkpoint
 from datawall.synth.iterate_config import IterateConfig
 
 
-def _check_config(out: Path, config: dict) -> None:
-    path = out / "config.json"
-    if path.exists():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise DatawallError(f"{path}: not valid JSON; remove the directory or choose another --out") from None
-        if old != config:
-            settings = {**config["settings"], "base": config["base"]}
-            before = {**old.get("settings", {}), "base": old.get("base")}
-            key = next((k for k in settings if before.get(k) != settings[k]), "settings")
-            raise DatawallError(f"{out}: holds an iterate run with other settings ({key}: {before.get(key)!r}, now "
-                                f"{settings[key]!r}); use another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, config)
-
-
 def _base_score(base: Path, cfg: IterateConfig, out: Path, device: str, quiet: bool) -> dict:
     """round-0.json: the base model's held-out greedy accuracy (computed once)."""
     from datawall.tasks import get_task
@@ -75,6 +58,7 @@ def run_iterate(base: str | Path, cfg: IterateConfig, out: str | Path, device: s
                 quiet: bool = True) -> dict:
     """K rounds of generate -> filter -> fine-tune from `base`; iterate.json's object."""
     from datawall.progress import stderr
+    from datawall.synth.generate import claim_run_dir
     from datawall.synth.generate_config import GenerateConfig
     from datawall.synth.rounds import train, write_data
 
@@ -85,7 +69,8 @@ def run_iterate(base: str | Path, cfg: IterateConfig, out: str | Path, device: s
     if not isinstance(real_tokens, int) or real_tokens <= 0:
         raise DatawallError(f"{base}: its datawall.json does not say how many real tokens it trained on; give "
                             "--real-tokens U")
-    _check_config(out, {"settings": cfg.model_dump(mode="json"), "base": str(base), "real_tokens": real_tokens})
+    claim_run_dir(out, {"settings": cfg.model_dump(mode="json"), "base": str(base), "real_tokens": real_tokens},
+                  "an iterate run")
     rows = [_base_score(base, cfg, out, device, quiet)]
     teacher, total = base, 0.0
     for r in range(1, cfg.rounds + 1):

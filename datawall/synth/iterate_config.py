@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
-from datawall.synth.generate_config import FILTERS, GenerateConfig, parse_strategy
+from datawall.synth.generate_config import FILTERS, Described, GenerateConfig, verifier_strategy
 
 Positive = Annotated[StrictInt, Field(ge=1)]
 
 
-class IterateConfig(BaseModel):
+class IterateConfig(Described):
     """The model is its own teacher for K rounds: it writes solutions, a filter keeps some, it is fine-tuned on them."""
 
     model_config = ConfigDict(extra="forbid")
@@ -41,13 +41,7 @@ class IterateConfig(BaseModel):
     eval_problems: Positive = Field(500, description="Held-out problems each round's model is scored on (greedy).")
     seed: StrictInt = Field(0, description="Seed of the samples (round r draws with seed + r) and of the training.")
 
-    @field_validator("strategy")
-    @classmethod
-    def _strategy(cls, v: str) -> str:
-        kind, k = parse_strategy(v)
-        if kind == "best-of":
-            raise ValueError("best-of-K needs a reward model, which iterate does not load; use majority@K or sample")
-        return kind if k == 1 else f"{kind}@{k}"
+    _strategy = field_validator("strategy")(verifier_strategy)
 
     @model_validator(mode="after")
     def _generates(self) -> IterateConfig:
@@ -57,13 +51,3 @@ class IterateConfig(BaseModel):
         except ValidationError as e:
             raise ValueError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
         return self
-
-    @classmethod
-    def help(cls, name: str) -> str:
-        """A field's description (the --help of its flag)."""
-        return cls.model_fields[name].description or ""
-
-    @classmethod
-    def default(cls, name: str) -> Any:
-        """A field's default value."""
-        return cls.model_fields[name].get_default(call_default_factory=True)

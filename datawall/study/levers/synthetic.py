@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 from datawall.study.jobs import JOB_PATH, Job
 from datawall.study.levers.base import Count, Float, Lever, LeverSection, Point, Setting
 from datawall.study.levers.measure import accuracy_se, combine, interval, pretrain_point
-from datawall.synth.generate_config import parse_strategy
+from datawall.synth.generate_config import parse_strategy, verifier_strategy
 
 if TYPE_CHECKING:
     from datawall.study.plan import Plan, PlanBuilder
@@ -53,13 +53,7 @@ class Synthetic(LeverSection):
             raise ValueError(f"teacher {v!r}: give 'baseline' or a model size ({', '.join(SIZES)})")
         return v if v == "baseline" else v.lower()
 
-    @field_validator("strategy")
-    @classmethod
-    def _strategy(cls, v: str) -> str:
-        kind, k = parse_strategy(v)
-        if kind == "best-of":
-            raise ValueError("best-of-K needs a reward model, which a study does not train (yet); use majority@K")
-        return kind if k == 1 else f"{kind}@{k}"
+    _strategy = field_validator("strategy")(verifier_strategy)
 
     @field_validator("examples")
     @classmethod
