@@ -55,6 +55,7 @@ def models(tmp_path_factory):
     return weak, other
 
 
+@pytest.mark.learned  # the 200-step policy states answers, most of them wrong
 def test_a_model_compared_with_itself_copies_every_error_and_has_zero_kl(models, tmp_path):
     weak, _ = models
     with one_thread():
