@@ -129,3 +129,4 @@ def test_collapse_bad_flags_are_one_line(tmp_path, args, words):
     result = run("synth", "collapse", *COLLAPSE, *args, "--out", str(tmp_path / "c"))
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert words in str(result.exception), result.exception
+    assert not (tmp_path / "c").exists()  # nothing written

@@ -80,6 +80,7 @@ def test_plan_adds_a_synth_run_per_seed_a_student_per_s_and_their_resemblance():
     assert all(plan.est_flops[j.key] > 0 for j in plan.jobs) and set(plan.flops_by_lever()) == {"baseline",
                                                                                                "synthetic"}
     assert plan.label(synth.key) == "synth 30 problems (majority@2, none), seed 0"
+    assert plan.label(students[0].key) == "pretrain 100k + 20 synthetic, seed 0"
 
 
 def test_a_bigger_teacher_is_the_scale_levers_run():

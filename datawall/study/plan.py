@@ -69,8 +69,12 @@ class Plan:
         if job is None:
             return key
         if job.kind == "pretrain":
+            seed = job.config["train"]["seed"]
+            if job.config["data"].get("synthetic"):  # its tokens cover a bigger pool than U
+                return f"pretrain {job.config['size']} + {job.config['data']['synthetic']['examples']} synthetic, " \
+                       f"seed {seed}"
             epochs = job.config["train"]["tokens"] / self.world.tokens_per_epoch
-            return f"pretrain {job.config['size']}, {epochs:.3g} epochs, seed {job.config['train']['seed']}"
+            return f"pretrain {job.config['size']}, {epochs:.3g} epochs, seed {seed}"
         if KINDS[job.kind].describe is not None:
             return KINDS[job.kind].describe(job.config)
         model = self.job(job.config["model"]) if any(j.key == job.config["model"] for j in self.jobs) else None

@@ -128,7 +128,6 @@ def run_collapse(cfg: CollapseConfig, out: str | Path, workers: int = 1, quiet: 
     from datawall.tasks import get_task
 
     out = Path(out)
-    claim_run_dir(out, cfg.model_dump(mode="json"), "a collapse run")
     began = time.monotonic()
     unique = _real_tokens(cfg)
     first = real_problem_count(get_task(cfg.task, **cfg.task_args), unique)
@@ -137,6 +136,7 @@ def run_collapse(cfg: CollapseConfig, out: str | Path, workers: int = 1, quiet: 
     if size is not None and last > size:
         raise DatawallError(f"--generations {cfg.generations} x --samples {cfg.per_generation:,} train problems after "
                             f"the {first:,} real ones need {last:,}, but the train split has {size:,}")
+    claim_run_dir(out, cfg.model_dump(mode="json"), "a collapse run")
     rows: list[dict] = []
     log = _Log(quiet)
     with _pool(workers) as pool:
