@@ -83,9 +83,10 @@ class ExampleStream:
         width = int(self._lengths[docs].max())
         return _xy(self._ids[docs, :width], self._mask[docs, :width])
 
-    def rows_of(self, docs: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """These docs' padded ids and loss mask [len(docs), width + 1] (width at least the longest doc minus one)."""
-        return self._ids[docs, :width + 1], self._mask[docs, :width + 1]
+    def rows_of(self, docs: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """These docs' padded ids and loss mask [len(docs), width + 1] (width at least the longest doc minus one),
+        and their lengths."""
+        return self._ids[docs, :width + 1], self._mask[docs, :width + 1], self._lengths[docs]
 
 
 def example_rows(docs: Sequence[Doc], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

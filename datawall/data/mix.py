@@ -35,7 +35,6 @@ class MixStream:
         self.real = ExampleStream(real, pad_id, seed, width=self.seq_len) if share < 1 else None
         self.synthetic = ExampleStream(synthetic, pad_id, seed + _SYNTH_SEED, width=self.seq_len)
         self.unique_tokens = (self.real.unique_tokens if self.real else 0) + self.synthetic.unique_tokens
-        self._lengths = {"real": self.real._lengths if self.real else None, "synthetic": self.synthetic._lengths}
         self.rows = None  # the SyntheticRows the synthetic docs came from, when the caller keeps them here
 
     @property
@@ -68,11 +67,9 @@ class MixStream:
         widths = np.empty(batch_size, dtype=np.int64)
         if is_synth.any():
             docs = self.synthetic.pick(before[is_synth])
-            ids[is_synth], mask[is_synth] = self.synthetic.rows_of(docs, self.seq_len)
-            widths[is_synth] = self._lengths["synthetic"][docs]
+            ids[is_synth], mask[is_synth], widths[is_synth] = self.synthetic.rows_of(docs, self.seq_len)
         if (~is_synth).any():
             docs = self.real.pick(rows[~is_synth] - before[~is_synth])
-            ids[~is_synth], mask[~is_synth] = self.real.rows_of(docs, self.seq_len)
-            widths[~is_synth] = self._lengths["real"][docs]
+            ids[~is_synth], mask[~is_synth], widths[~is_synth] = self.real.rows_of(docs, self.seq_len)
         width = int(widths.max())
         return _xy(ids[:, :width], mask[:, :width])

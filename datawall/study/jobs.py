@@ -67,8 +67,8 @@ class Kind:
     summary: Callable[[dict], dict] = field(default=lambda result: _scalars(result))
     # fraction done of an unfinished run, read from its directory (None when unknown)
     progress: Callable[[dict, Path], float | None] = field(default=lambda config, run_dir: None)
-    # a short name for progress views ("synth 1000 problems, seed 0"); None: the plan names it
-    describe: Callable[[dict], str] | None = None
+    # a short name for progress views ("synth 1000 problems, seed 0"); None (or a None answer): the plan names it
+    describe: Callable[[dict], str | None] | None = None
 
 
 def canonical_json(obj) -> str:
@@ -142,6 +142,14 @@ def _with_synth_dirs(spec, dep_dirs: dict[str, Path]):
         examples = min(examples, kept)
     data = spec.data.model_copy(update={"synthetic": syn.model_copy(update={"paths": paths, "examples": examples})})
     return spec.model_copy(update={"data": data})
+
+
+def _pretrain_describe(config: dict) -> str | None:
+    """A student's name: its tokens cover U + S, so epochs of U would mislead (None for other runs)."""
+    syn = config["data"].get("synthetic")
+    if not syn:
+        return None
+    return f"pretrain {config['size']} + {syn.get('examples') or 'all'} synthetic, seed {config['train']['seed']}"
 
 
 def _pretrain_progress(config: dict, run_dir: Path) -> float | None:
@@ -311,7 +319,7 @@ COMPARE_METRICS = ("student_accuracy", "teacher_accuracy", "error_agreement", "e
 KINDS: dict[str, Kind] = {
     "pretrain": Kind(version="2", run=_pretrain_run, resolve=_pretrain_resolve,  # 2: splits never repeat a problem
                      needs=_pretrain_needs, summary=lambda r: {k: r[k] for k in PRETRAIN_METRICS if k in r},
-                     progress=_pretrain_progress),
+                     progress=_pretrain_progress, describe=_pretrain_describe),
     # version 2: results carry vs_greedy and problem_indices; `distinct` chooses the held-out problems
     "think": Kind(version="3", run=_think_run, resolve=_think_resolve, needs=lambda c: [c["model"]],  # 3: no repeats
                   summary=_think_summary, progress=_think_progress),

@@ -68,15 +68,12 @@ class Plan:
         job = next((j for j in self.jobs if j.key == key), None)
         if job is None:
             return key
+        describe = KINDS[job.kind].describe
+        if describe is not None and (words := describe(job.config)):
+            return words
         if job.kind == "pretrain":
-            seed = job.config["train"]["seed"]
-            if job.config["data"].get("synthetic"):  # its tokens cover a bigger pool than U
-                return f"pretrain {job.config['size']} + {job.config['data']['synthetic']['examples']} synthetic, " \
-                       f"seed {seed}"
             epochs = job.config["train"]["tokens"] / self.world.tokens_per_epoch
-            return f"pretrain {job.config['size']}, {epochs:.3g} epochs, seed {seed}"
-        if KINDS[job.kind].describe is not None:
-            return KINDS[job.kind].describe(job.config)
+            return f"pretrain {job.config['size']}, {epochs:.3g} epochs, seed {job.config['train']['seed']}"
         model = self.job(job.config["model"]) if any(j.key == job.config["model"] for j in self.jobs) else None
         size = f" {model.config['size']}" if model else ""
         return f"think{size}, n {job.config['n_max']}, seed {job.config['seed']}"
