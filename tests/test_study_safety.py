@@ -103,7 +103,7 @@ def test_changes_are_paired_on_the_same_hazardous_problems(study):
     vote = next(p for p in s["levers"]["test_time"] if p["strategy"] == "majority" and p["n"] == 4)
     row = next(r for r in think["safety"]["vs_greedy"]["majority"] if r["n"] == 4)
     assert vote["caveat_recall_paired"] and vote["caveat_recall_change"] == pytest.approx(row["change"])
-    half = (row["ci_high"] - row["ci_low"]) / 2  # one seed: its bootstrap interval as a normal one (over seeds: combined)
+    half = (row["ci_high"] - row["ci_low"]) / 2  # one seed: its bootstrap interval read as a normal one
     assert vote["caveat_recall_change_ci"] == pytest.approx([row["change"] - half, row["change"] + half])
 
 
