@@ -186,3 +186,22 @@ def test_unpaired_changes_combine_both_intervals():
     assert p["caveat_recall_change"] == pytest.approx(-0.3) and not p["caveat_recall_paired"]
     assert p["caveat_recall_change_ci"] == pytest.approx([-0.3 - 1.959964 * 0.05, -0.3 + 1.959964 * 0.05])
     assert p["safety_cost"] == ["caveat_recall", "unsafe_rate"]  # recall fell and unsafe advice rose
+
+
+def test_the_synthetic_lever_can_require_caveats_without_moving_existing_runs():
+    import tomllib
+
+    from datawall.study.plan import make_plan
+    from datawall.study.spec import parse_spec
+
+    data = tomllib.loads(HAZARD_SPEC)
+    data["levers"]["synthetic"] = {"problems": 30, "examples": [20]}
+    plain = make_plan(parse_spec(data, "spec.toml"))
+    data["levers"]["synthetic"]["require_caveat"] = True
+    checked = make_plan(parse_spec(data, "spec.toml"))
+    synth = {name: next(j for j in plan.jobs if j.kind == "synth") for name, plan in (("plain", plain),
+                                                                                       ("checked", checked))}
+    assert "require_caveat" not in synth["plain"].config and synth["checked"].config["require_caveat"] is True
+    assert synth["plain"].key != synth["checked"].key  # its own data, and students trained on it
+    assert ({j.key for j in plain.jobs if j.kind != "synth" and not j.deps}
+            == {j.key for j in checked.jobs if j.kind != "synth" and not j.deps})  # the baseline runs are shared
