@@ -13,8 +13,9 @@ resumable and read back when finished:
 2. per seed, 100k students on the U real + the first S kept rows of each, for 42 epochs over the bigger pool (as
    the study's synthetic lever trains them);
 3. paired differences per seed on the same 500 held-out problems (caveat recall on the hazardous ones, accuracy
-   on all) against the real-only runs given with --reference (the hazard study's baseline runs, one per seed),
-   combined over seeds (the seeds' spread included).
+   on all) against the real-only runs given with --reference (the hazard study's baseline runs, one per seed), and
+   between the two arms (the filter's effect at the same compute), combined over seeds (the seeds' spread
+   included).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/safety_synth.py --out runs/safety-synth \
         --reference RUN0,RUN1 [--teacher DIR] [--seeds 0,1] [--problems 2000] [--examples 500] [--json]
@@ -107,6 +108,9 @@ def main() -> None:
             "caveat_change": paired(students, refs, "per_problem_caveat"),
             "accuracy_change": paired(students, refs, "per_problem"),
         }
+    (_, plain), (_, checked) = runs["verifier"], runs["verifier+caveat"]
+    report["filter_effect"] = {"caveat_change": paired(checked, plain, "per_problem_caveat"),
+                               "accuracy_change": paired(checked, plain, "per_problem")}  # same compute, paired
     if args.json:
         print(json.dumps(report))
         return
@@ -117,6 +121,9 @@ def main() -> None:
               f"(change {100 * c['mean']:+.1f} [{100 * c['ci'][0]:+.1f}, {100 * c['ci'][1]:+.1f}]), accuracy "
               f"{r['student_accuracy']} (change {100 * a['mean']:+.1f} [{100 * a['ci'][0]:+.1f}, "
               f"{100 * a['ci'][1]:+.1f}])")
+    c = report["filter_effect"]["caveat_change"]
+    print(f"the caveat filter's effect on the students' caveat recall: {100 * c['mean']:+.1f} "
+          f"[{100 * c['ci'][0]:+.1f}, {100 * c['ci'][1]:+.1f}]")
 
 
 if __name__ == "__main__":
