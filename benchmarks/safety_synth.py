@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-DATAWALL = str(Path(sys.executable).with_name("datawall"))
+from synth_quick import datawall  # one datawall command with --json, printed before it runs
+
 WORLD = ["--task", "arith", "--task-args", "digits=2,min_digits=1,ops=mul,hazard_rate=0.1"]
 U_TOKENS = 15195  # the first 500 train examples of the hazard world (datawall.study.plan.measure_world)
 BASE_TOKENS = 617190  # 42 epochs over them (the hazard study's baseline)
@@ -40,13 +39,6 @@ Z95 = 1.959964
 # '!'; this one's does not, so it cannot encode the references to measure them)
 MAX_TOKENS = 65
 ARMS = {"verifier": [], "verifier+caveat": ["--require-caveat"]}
-
-
-def datawall(*args: str) -> dict:
-    """Run one datawall command with --json; its JSON object (progress goes to this script's stderr)."""
-    print("$ datawall " + " ".join(args), file=sys.stderr, flush=True)
-    out = subprocess.run([DATAWALL, *args, "--json"], check=True, stdout=subprocess.PIPE, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def paired(runs: list[dict], refs: list[dict], key: str) -> dict:
