@@ -213,6 +213,33 @@ def _think_progress(config: dict, run_dir: Path) -> float | None:
     return min(1.0, done / max(1, total))
 
 
+# --- prefer: config = datawall.prefer.job.PreferJob (pairs graded, DPO, held-out accuracy) ------------------
+
+def _prefer_resolve(config: dict) -> dict:
+    from pydantic import ValidationError
+
+    from datawall.prefer.job import PreferJob
+
+    try:
+        job = PreferJob.model_validate(config)
+    except ValidationError as e:
+        raise validation_error(e, "prefer job config") from None
+    _check_task(job.task, job.task_args)
+    return job.model_dump(mode="json")
+
+
+def _prefer_run(config: dict, run_dir: Path, dep_dirs: dict[str, Path], quiet: bool) -> dict:
+    from datawall.prefer.job import run_prefer_job
+
+    return run_prefer_job(config, run_dir, dep_dirs, quiet)
+
+
+def _prefer_progress(config: dict, run_dir: Path) -> float | None:
+    from datawall.prefer.job import prefer_progress
+
+    return prefer_progress(config, run_dir)
+
+
 KINDS: dict[str, Kind] = {
     "pretrain": Kind(version="2", run=_pretrain_run, resolve=_pretrain_resolve,  # 2: splits never repeat a problem
                      summary=lambda r: {k: r[k] for k in PRETRAIN_METRICS if k in r},
@@ -220,6 +247,10 @@ KINDS: dict[str, Kind] = {
     # version 2: results carry vs_greedy and problem_indices; `distinct` chooses the held-out problems
     "think": Kind(version="3", run=_think_run, resolve=_think_resolve, needs=lambda c: [c["model"]],  # 3: no repeats
                   summary=_think_summary, progress=_think_progress),
+    "prefer": Kind(version="1", run=_prefer_run, resolve=_prefer_resolve, needs=lambda c: [c["model"]],
+                   summary=lambda r: {k: r.get(k) for k in ("accuracy", "accuracy_before", "delta", "pairs",
+                                                            "label_accuracy", "grader_dollars")},
+                   progress=_prefer_progress),
 }
 
 

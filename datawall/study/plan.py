@@ -73,7 +73,8 @@ class Plan:
             return f"pretrain {job.config['size']}, {epochs:.3g} epochs, seed {job.config['train']['seed']}"
         model = self.job(job.config["model"]) if any(j.key == job.config["model"] for j in self.jobs) else None
         size = f" {model.config['size']}" if model else ""
-        return f"think{size}, n {job.config['n_max']}, seed {job.config['seed']}"
+        detail = f", n {job.config['n_max']}" if "n_max" in job.config else ""
+        return f"{job.kind}{size}{detail}, seed {job.config['seed']}"
 
     def job(self, key: str) -> Job:
         """The job with this key."""
