@@ -1,16 +1,18 @@
 """Seconds per DPO optimizer step: datawall's dpo objective against TRL's DPOTrainer, same checkpoint and batch, CPU.
 
-One process, one batch of B pairs, side by side: TRL trains the checkpoint loaded by transformers
-(LlamaForCausalLM) on a dataset of exactly those B pairs (so every step sees the same batch), its reference the
-same checkpoint; datawall runs its objective's step (one forward of the chosen and rejected rows, backward,
-clipping, AdamW) on its own model loaded from the same directory. Both tokenize to the same ids (checked):
-[bos] prompt, answer + eos. The loss of the first batch is computed by each before any update and compared.
-TRL is run twice: with its default (the reference's forward in every step) and with precompute_ref_log_probs
-(the reference once, before training, as datawall always does). Step times are medians over the timed steps
-(after warm-up), wall and process CPU; the load average is printed beside them.
+One process, one batch of B pairs, side by side. TRL trains the checkpoint loaded by transformers
+(LlamaForCausalLM) on a dataset of exactly those B pairs (so every step sees the same batch); datawall runs its
+objective's step (one forward of the chosen and rejected rows, backward, clipping, AdamW) on its own model loaded
+from the same directory. Both use the same reference (--reference: another checkpoint of the same tokenizer, so
+that the first loss is not log 2 by construction; default the policy itself) and tokenize to the same ids
+(checked): [bos] prompt, answer + eos. The loss of the first batch is computed by each before any update and
+compared. TRL runs twice: with its default (the reference's forward in every step) and with
+precompute_ref_log_probs (the reference once, before training, as datawall always does). Step times are medians
+over the timed steps (after warm-up), wall and process CPU; the load average is printed beside them.
 
 Needs the bench extra (`pip install -e .[bench]`, i.e. trl).
-Run: .venv/bin/python benchmarks/dpo_step.py [--model DIR] [--pairs FILE] [--batch 32] [--steps 12] [--threads 1]
+Run: .venv/bin/python benchmarks/dpo_step.py [--model DIR] [--reference DIR] [--pairs FILE] [--batch 32]
+     [--steps 12] [--threads 1]
 """
 
 from __future__ import annotations
@@ -52,13 +54,13 @@ def default_pairs(model_dir: Path, count: int) -> list[Pair]:
     return out
 
 
-def datawall_steps(model_dir: Path, pairs: list[Pair], settings: DPOSettings, steps: int, lr: float
+def datawall_steps(model_dir: Path, ref_dir: Path, pairs: list[Pair], settings: DPOSettings, steps: int, lr: float
                    ) -> tuple[float, list[float], list[float]]:
     """First-batch loss and per-step (wall, CPU) seconds of datawall's objective, as the loop runs a step."""
     ckpt = load_checkpoint(model_dir)
     model, tok = ckpt.model.train(), ckpt.tokenizer
     encoded = encode_pairs(tok, pairs, ckpt.config.max_seq_len)
-    ref = sequence_logprobs(model, encoded, tok.pad_id)  # once, before training
+    ref = sequence_logprobs(load_checkpoint(ref_dir).model, encoded, tok.pad_id)  # once, before training
     obj = DPOObjective(encoded, [], ref, (torch.zeros(0), torch.zeros(0)), ckpt.config, tok.pad_id, settings,
                        DPOSchedule(batch_size=len(encoded), lr=lr))
     opt, _ = make_optimizer([ParamGroup("model", list(model.parameters()))], OptimConfig(lr=lr, weight_decay=0.0))
@@ -79,8 +81,9 @@ def datawall_steps(model_dir: Path, pairs: list[Pair], settings: DPOSettings, st
     return first, walls, cpus
 
 
-def trl_steps(model_dir: Path, pairs: list[Pair], settings: DPOSettings, steps: int, lr: float, precompute: bool,
-              expected_ids: list[tuple[list[int], list[int], list[int]]]) -> tuple[float, list[float], list[float]]:
+def trl_steps(model_dir: Path, ref_dir: Path, pairs: list[Pair], settings: DPOSettings, steps: int, lr: float,
+              precompute: bool, expected_ids: list[tuple[list[int], list[int], list[int]]]
+              ) -> tuple[float, list[float], list[float]]:
     """First-batch loss (TRL's own compute_loss, before any update) and per-step seconds of TRL's DPOTrainer."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -88,7 +91,7 @@ def trl_steps(model_dir: Path, pairs: list[Pair], settings: DPOSettings, steps: 
 
     tok = AutoTokenizer.from_pretrained(model_dir, split_special_tokens=False)  # "<eos>" appended by TRL is eos
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32) if not precompute else None
+    ref = AutoModelForCausalLM.from_pretrained(ref_dir, dtype=torch.float32)
     data = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
 
     class Clock(TrainerCallback):
@@ -128,6 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=BASELINE, help="checkpoint or run directory (default: the "
                         "quick study's baseline)")
+    parser.add_argument("--reference", type=Path, help="reference checkpoint or run directory (default: --model)")
     parser.add_argument("--pairs", type=Path, help="pairs JSONL (default: worked solutions vs a wrong final answer)")
     parser.add_argument("--batch", type=int, default=32, help="pairs per step")
     parser.add_argument("--steps", type=int, default=12, help="steps each; the first two are warm-up")
@@ -139,6 +143,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     model_dir = checkpoint_dir(args.model)
+    ref_dir = checkpoint_dir(args.reference or args.model)
     pairs = read_pairs(args.pairs)[:args.batch] if args.pairs else default_pairs(model_dir, args.batch)
     settings = DPOSettings(loss=args.loss, beta=args.beta)
     tok = Tokenizer.load(model_dir)
@@ -146,13 +151,13 @@ def main() -> None:
            for p in pairs]
     lr = 1e-4
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
-    print(f"model {model_dir}, {len(pairs)} pairs per step, loss {args.loss} beta {args.beta:g}, {args.steps} steps "
-          "each (first 2 warm-up)")
+    print(f"model {model_dir}, reference {ref_dir}, {len(pairs)} pairs per step, loss {args.loss} beta "
+          f"{args.beta:g}, {args.steps} steps each (first 2 warm-up)")
     runs = {}
-    for name, fn in (("datawall", lambda: datawall_steps(model_dir, pairs, settings, args.steps, lr)),
-                     ("trl", lambda: trl_steps(model_dir, pairs, settings, args.steps, lr, False, ids)),
-                     ("trl-precomputed-ref", lambda: trl_steps(model_dir, pairs, settings, args.steps, lr, True,
-                                                               ids))):
+    for name, fn in (("datawall", lambda: datawall_steps(model_dir, ref_dir, pairs, settings, args.steps, lr)),
+                     ("trl", lambda: trl_steps(model_dir, ref_dir, pairs, settings, args.steps, lr, False, ids)),
+                     ("trl-precomputed-ref", lambda: trl_steps(model_dir, ref_dir, pairs, settings, args.steps, lr,
+                                                               True, ids))):
         first, walls, cpus = fn()
         runs[name] = {"first_loss": first, "wall": statistics.median(walls[2:]), "cpu": statistics.median(cpus[2:])}
         print(f"{name:>20}: first-batch loss {first:.7f}  median step {runs[name]['wall'] * 1e3:8.2f} ms wall "

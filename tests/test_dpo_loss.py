@@ -30,7 +30,7 @@ def reference(loss: str, beta: float, eps: float = 0.0, alpha: float = 0.0):
             cr, rj = (pc - rc) / lc, (pr - rr) / lr
         else:
             cr, rj = pc - rc, pr - rr
-        z = beta * (cr - rj) - alpha * (lc - lr)
+        z = beta * (cr - rj) + alpha * (lc - lr)  # R-DPO: the implicit reward gains alpha |y|
         if loss == "sigmoid":  # DPO eq. 7; cDPO with eps
             value = -(1 - eps) * _log_sigmoid(z) - eps * _log_sigmoid(-z)
         elif loss == "robust":  # rDPO eq. 8
@@ -121,3 +121,17 @@ def test_robust_loss_is_unbiased_under_known_flip_rate():
 def test_settings_refuse_what_has_no_meaning(bad):
     with pytest.raises(ValueError):
         DPOSettings(**bad)
+
+
+def test_r_dpo_pushes_a_longer_chosen_answer_up_less():
+    """Park et al. 2024: with the length term a preference for the longer answer is partly explained by its length,
+    so the gradient that raises the longer chosen answer shrinks (and grows for a shorter chosen one)."""
+    zeros, ones = torch.zeros(2), torch.ones(2, dtype=torch.long)
+    lengths = torch.tensor([12, 4])  # pair 0: chosen 8 tokens longer than its rejected; pair 1: 4 shorter
+    grads = []
+    for alpha in (0.0, 0.05):
+        h = torch.zeros(2, requires_grad=True)
+        out = DPOLoss(DPOSettings(beta=0.1, length_alpha=alpha))(h, zeros, zeros, zeros, lengths, ones * 8)
+        out.losses.sum().backward()
+        grads.append(h.grad.abs())
+    assert grads[1][0] < grads[0][0] and grads[1][1] > grads[0][1]

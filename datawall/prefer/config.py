@@ -16,7 +16,9 @@ from datawall.prefer.graders import AGGREGATES, GraderConfig
 Positive = Annotated[StrictInt, Field(ge=1)]
 
 
-class _Config(BaseModel):
+class HelpedConfig(BaseModel):
+    """A config whose fields' descriptions are the --help of their flags."""
+
     model_config = ConfigDict(extra="forbid")
 
     @classmethod
@@ -30,7 +32,7 @@ class _Config(BaseModel):
         return cls.model_fields[name].get_default(call_default_factory=True)
 
 
-class PairsConfig(_Config):
+class PairsConfig(HelpedConfig):
     """Preference pairs sampled from a policy on train-split prompts and judged by graders."""
 
     model: str = Field(description="Policy checkpoint (or run) directory whose answers are compared.")
@@ -76,7 +78,7 @@ class PairsConfig(_Config):
         return self
 
 
-class DPOConfig(_Config):
+class DPOConfig(HelpedConfig):
     """A policy tuned on preference pairs with a member of the DPO family (datawall.train.objectives.dpo)."""
 
     pairs: str = Field(description="Pairs file (JSONL: prompt, chosen, rejected[, grader]).")
@@ -93,8 +95,9 @@ class DPOConfig(_Config):
                                    "(sigmoid: conservative DPO; robust: rDPO's noise rate, needs eps > 0).")
     nll: float = Field(1.0, ge=0, description="RPO: weight of the chosen answer's mean NLL per token, added to the "
                        "loss (0: plain DPO, which lowered held-out accuracy in the quick world: docs/preference.md).")
-    length_alpha: float = Field(0.0, ge=0, description="R-DPO: alpha x (|chosen| - |rejected|) tokens is taken off "
-                                "beta h, so length alone earns no reward (0: none).")
+    length_alpha: float = Field(0.0, ge=0, description="R-DPO: alpha x (|chosen| - |rejected|) tokens is added to "
+                                "beta h: the part of a preference that length explains does not push the longer answer "
+                                "up (0: none).")
     epochs: float = Field(3.0, gt=0, description="Passes over the training pairs.")
     batch_size: Positive = Field(32, description="Pairs per optimizer step.")
     grad_accum: Positive = Field(1, description="Micro-batches per step (same step, less memory).")
@@ -123,7 +126,7 @@ class DPOConfig(_Config):
         return self
 
 
-class RewardPairsConfig(_Config):
+class RewardPairsConfig(HelpedConfig):
     """A Bradley-Terry reward model fitted to preference pairs (the RLHF route's proxy reward)."""
 
     pairs: str = Field(description="Pairs file (JSONL: prompt, chosen, rejected[, grader]).")

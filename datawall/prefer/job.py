@@ -14,13 +14,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictInt
 
-from datawall.prefer.config import DPOConfig, PairsConfig, _Config
+from datawall.prefer.config import DPOConfig, HelpedConfig, PairsConfig
 from datawall.prefer.graders import AGGREGATES, GraderConfig
 
 Positive = Annotated[StrictInt, Field(ge=1)]
 
 
-class PreferJob(_Config):
+class PreferJob(HelpedConfig):
     """A prefer job: the pairs' sampling and graders, the tuning, and the held-out problems, on the checkpoint of the
     pretrain job `model`."""
 
@@ -29,21 +29,21 @@ class PreferJob(_Config):
     task_args: dict[str, Any] = Field(default_factory=dict)
     first_problem: StrictInt = Field(0, ge=0, description="first train-split prompt (past the U real examples)")
     prompts: Positive = Field(1000, description="train-split prompts whose answers are compared")
-    n: StrictInt = Field(4, ge=2, description="answers per prompt")
+    n: StrictInt = Field(PairsConfig.default("n"), ge=2, description="answers per prompt")
     comparisons: Positive | None = Field(None, description="comparisons per prompt (default: every pair)")
     temperature: float = Field(1.0, ge=0)
     graders: Positive = 1
     grader: GraderConfig = GraderConfig()
     aggregate: Literal[AGGREGATES] = "majority"
     price: str = Field("human-grader", description="price-table entry of one grader's comparison")
-    loss: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
-    beta: float = Field(0.1, gt=0)
+    loss: Literal["sigmoid", "ipo", "hinge", "robust"] = DPOConfig.default("loss")
+    beta: float = Field(DPOConfig.default("beta"), gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
-    nll: float = Field(0.0, ge=0)
+    nll: float = Field(DPOConfig.default("nll"), ge=0)
     length_alpha: float = Field(0.0, ge=0)
-    epochs: float = Field(2.0, gt=0)
-    batch_size: Positive = 32
-    lr: float = Field(1e-4, gt=0)
+    epochs: float = Field(DPOConfig.default("epochs"), gt=0)
+    batch_size: Positive = DPOConfig.default("batch_size")
+    lr: float = Field(DPOConfig.default("lr"), gt=0)
     eval_problems: Positive = 200
     seed: StrictInt = 0
     device: str = "cpu"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from datawall.prefer.config import DPOConfig, PairsConfig
 from datawall.prefer.graders import AGGREGATES, BIASES
 from datawall.study.jobs import Job
 from datawall.study.levers.base import Count, Float, Int, Lever, LeverSection, Point
@@ -35,15 +36,15 @@ class Preference(LeverSection):
     graders: Annotated[Int, Field(ge=1)] = 1
     aggregate: Literal[AGGREGATES] = "majority"
     prompts: Count = Field(1000, description="train-split prompts past U whose answers are compared")
-    n: Annotated[Int, Field(ge=2)] = 4
+    n: Annotated[Int, Field(ge=2)] = PairsConfig.default("n")
     comparisons: Count | None = Field(None, description="comparisons per prompt (default: every pair)")
     price: str = Field("human-grader", description="price-table entry of one grader comparison")
-    loss: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
-    beta: Annotated[Float, Field(gt=0)] = 0.1
-    nll: Annotated[Float, Field(ge=0)] = 0.0
-    length_alpha: Annotated[Float, Field(ge=0)] = 0.0
-    epochs: Annotated[Float, Field(gt=0)] = 2.0
-    lr: Annotated[Float, Field(gt=0)] = 1e-4
+    loss: Literal["sigmoid", "ipo", "hinge", "robust"] = DPOConfig.default("loss")
+    beta: Annotated[Float, Field(gt=0)] = DPOConfig.default("beta")
+    nll: Annotated[Float, Field(ge=0)] = DPOConfig.default("nll")
+    length_alpha: Annotated[Float, Field(ge=0)] = DPOConfig.default("length_alpha")
+    epochs: Annotated[Float, Field(gt=0)] = DPOConfig.default("epochs")
+    lr: Annotated[Float, Field(gt=0)] = DPOConfig.default("lr")
     problems: Count | None = Field(None, description="held-out problems (default: world.eval_problems)")
 
     @field_validator("noise")

@@ -12,8 +12,10 @@ h = [log pi(y_w) - log pi_ref(y_w)] - [log pi(y_l) - log pi_ref(y_l)]:
               IPO, Azar et al. 2023, arXiv:2310.12036, eq. 17
     hinge     max(0, 1 - beta h)                          SLiC-HF, Zhao et al. 2023, arXiv:2305.10425
 
-Two optional terms: R-DPO's length regulariser (Park et al. 2024, arXiv:2403.19159, eq. 9) subtracts
-alpha (|y_w| - |y_l|) from beta h before any loss (so a long chosen answer must earn its length), and RPO's NLL
+Two optional terms: R-DPO's length regulariser (Park et al. 2024, arXiv:2403.19159: the RLHF objective with a
+length penalty alpha |y|, whose implicit reward is beta log(pi / pi_ref) + alpha |y|) adds alpha (|y_w| - |y_l|) to
+beta h before any loss, so a preference that the chosen answer's extra length already explains pushes its
+likelihood up less, and a longer rejected answer counts against; and RPO's NLL
 on the chosen answer (Pang et al. 2024, arXiv:2404.19733; TRL's rpo_alpha) adds `nll` x the mean negative
 log-likelihood per chosen token. Implicit rewards are beta x the log-ratio of each answer (summed, or averaged
 for IPO, as its loss sees them); they are 0 when the policy is the reference.
@@ -49,7 +51,7 @@ class DPOSettings:
     beta: float = 0.1
     label_smoothing: float = 0.0  # eps: sigmoid -> conservative DPO; robust -> rDPO's assumed flip rate
     nll: float = 0.0  # RPO: weight of the chosen answer's mean NLL per token
-    length_alpha: float = 0.0  # R-DPO: alpha x (|chosen| - |rejected|) tokens taken off beta h
+    length_alpha: float = 0.0  # R-DPO: alpha x (|chosen| - |rejected|) tokens added to beta h
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -95,7 +97,7 @@ class DPOLoss(nn.Module):
             chosen_ratio, rejected_ratio = policy_chosen - ref_chosen, policy_rejected - ref_rejected
         z = cfg.beta * (chosen_ratio - rejected_ratio)  # beta h
         if cfg.length_alpha:
-            z = z - cfg.length_alpha * (chosen_len - rejected_len).float()
+            z = z + cfg.length_alpha * (chosen_len - rejected_len).float()
         eps = cfg.label_smoothing
         if cfg.loss == "sigmoid":
             losses = -(1 - eps) * F.logsigmoid(z) - eps * F.logsigmoid(-z)
