@@ -201,4 +201,5 @@ def test_prefer_pairs_cli(policy, tmp_path):
     assert meta["out"] == str(out) and meta["graders"] == 3 and meta["grader_dollars"] == 0.0
     assert meta["grader"] == "simulated noise=0.1 x3 bt" and len(read_pairs(out)) == meta["pairs"]
     bad = CliRunner().invoke(app, [*args[:-3], "--bias", "longer", "--out", str(out)])
-    assert bad.exit_code != 0 and str(bad.exception) == "--bias: needs a strength > 0 (the probability it decides)"
+    assert bad.exit_code != 0 and str(bad.exception) == "--bias 'longer' needs a --strength > 0 (the probability it " \
+        "decides)"
