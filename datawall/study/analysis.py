@@ -5,8 +5,9 @@ across levers, and the recommendation. Pure functions of the plan and the runs' 
 Total compute of a point = its training FLOPs + inference FLOPs per query x expected queries. Intervals
 are normal approximations built from each point's 95% interval (binomial over held-out problems for greedy
 accuracy, bootstrap over problems for sampled strategies) plus the spread across seeds when there are two or
-more; a gain's interval combines the point's and the baseline's as if independent (conservative, since both
-are scored on the same problems).
+more. A gain's interval is paired when both points kept their per-problem rewards on the same held-out problems
+(seed by seed: the spread of the per-problem differences plus the seeds' spread of the gains); otherwise it
+combines the point's and the reference's intervals as if independent (conservative).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from datawall.errors import DatawallError
 from datawall.laws.loglinear import fit_log_linear
 from datawall.study.levers import LEVERS
-from datawall.study.levers.measure import Z95, pretrain_point
+from datawall.study.levers.measure import Z95, paired_gain, pretrain_point
 
 if TYPE_CHECKING:
     from datawall.study.plan import Plan
@@ -49,6 +50,10 @@ def add_gains(points: list[dict], ref: dict) -> None:
     for p in points:
         gain = p["accuracy"] - ref["accuracy"]
         se = math.hypot(p["accuracy_se"], ref["accuracy_se"])
+        p["paired"] = False
+        if p is not ref and (paired := paired_gain(p.get("per_problem_seeds"), ref.get("per_problem_seeds"))):
+            gain, se = paired
+            p["paired"] = True
         p["gain"], p["gain_ci"] = gain, [gain - Z95 * se, gain + Z95 * se]
         p["extra_compute"] = p["compute"] - ref["compute"]
         p["extra_dollars"] = p["dollars"] - ref["dollars"]
@@ -153,6 +158,22 @@ def recommend(steps: dict[str, dict | None], dollar_steps: dict[str, dict | None
     return rec
 
 
+def rank(steps: dict[str, dict | None], axis: str) -> list[dict]:
+    """Every lever's best step by gain per extra FLOP (axis "flop") or dollar ("dollar"), best first, with its
+    interval and how many times the next lever's gain it buys (None when the next one gained nothing)."""
+    key = f"gain_per_{axis}"
+    ranked = sorted(((lv, s) for lv, s in steps.items() if s is not None and s[key] is not None),
+                    key=lambda t: -t[1][key])
+    out = [{"lever": lv, "label": s["label"], key: s[key], f"{key}_ci": s[f"{key}_ci"], "gain": s["gain"],
+            "gain_ci": s["gain_ci"], "extra": s["extra_compute" if axis == "flop" else "extra_dollars"],
+            "significant": s[f"{key}_ci"][0] > 0} for lv, s in ranked]
+    for this, nxt in zip(out, out[1:] + [None], strict=True):
+        this["ratio_to_next"] = this[key] / nxt[key] if nxt is not None and nxt[key] > 0 and this[key] > 0 else None
+    return out + [{"lever": lv, "label": None, key: None, f"{key}_ci": None, "gain": None, "gain_ci": None,
+                   "extra": None, "significant": False, "ratio_to_next": None}
+                  for lv, s in steps.items() if s is None or s[key] is None]
+
+
 def analyse(plan: Plan, results: dict[str, dict]) -> dict:
     """The summary.json object of a finished study (see module docstring)."""
     price = _price(plan)
@@ -172,6 +193,8 @@ def analyse(plan: Plan, results: dict[str, dict]) -> dict:
             p["label"] = LEVERS[name].label(p, base)
         add_gains(pts, refs[name])
     add_gains([base], base)
+    for p in (base, *(p for pts in levers.values() for p in pts)):
+        p.pop("per_problem_seeds", None)  # hundreds of numbers per point; the runs' result.json keep them
     steps = {lv: best_step(pts, "flop") for lv, pts in levers.items()}
     dollar_steps = {lv: best_step(pts, "dollar") for lv, pts in levers.items()}
     laws = {lv: {"accuracy_vs_compute": fit_accuracy_vs_compute([refs[lv], *pts]),
@@ -189,6 +212,7 @@ def analyse(plan: Plan, results: dict[str, dict]) -> dict:
                                                "gain": s["gain"], "gain_ci": s["gain_ci"],
                                                "extra_compute": s["extra_compute"]})
                   for lv, s in steps.items()},
+        "ranking": {"flop": rank(steps, "flop"), "dollar": rank(dollar_steps, "dollar")},
         "laws": laws,
         "frontier": frontier(every),
         "world": asdict(plan.world),

@@ -60,6 +60,64 @@ def _accuracy_plot(summary: dict, axis: str) -> bytes:
     return png_bytes(fig)
 
 
+def _ranking_plot(summary: dict) -> bytes | None:
+    """The chart to read first: each lever's best step, its gain per extra FLOP and per extra dollar with 95%
+    intervals, best lever on top."""
+    from datawall.report.figures import new_figure, png_bytes
+
+    ranking = summary["ranking"]
+    if not any(r["label"] for r in ranking["flop"]):
+        return None
+    fu, du = _units(summary)
+    fig, axes = new_figure(1, 2, size=(5.4, 0.7 + 0.55 * len(ranking["flop"])))
+    for ax, axis, unit, what in ((axes[0], "flop", fu, f"points per {sci(fu)} extra FLOPs"),
+                                 (axes[1], "dollar", du, f"points per {money(du)} extra")):
+        rows = [r for r in ranking[axis] if r["label"]][::-1]  # best at the top
+        key = f"gain_per_{axis}"
+        y = np.arange(len(rows))
+        spans = []
+        for i, r in enumerate(rows):
+            g, (lo, hi) = 100 * unit * r[key], (100 * unit * c for c in r[f"{key}_ci"])
+            spans += [abs(g), abs(lo), abs(hi)]
+            color = LEVERS[r["lever"]].color
+            ax.errorbar([g], [i], xerr=[[g - lo], [hi - g]], fmt="o", color=color, capsize=4, ms=7)
+            ax.annotate(r["label"], (g, i), fontsize=7, xytext=(0, 6), textcoords="offset points", ha="center")
+        ax.axvline(0, color="0.5", lw=1)
+        # levers differ by orders of magnitude per unit: linear near zero (where the sign is read), log beyond
+        top = max(max(spans), 1e-12)
+        lin = 10.0 ** np.floor(np.log10(top * 1e-2))
+        ax.set_xscale("symlog", linthresh=lin)
+        decades = 10.0 ** np.arange(np.log10(lin) + 1, np.ceil(np.log10(top)) + 1)
+        ticks = [*(-decades[::-1]), 0.0, *decades]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=7)
+        ax.set_ylim(-0.6, len(rows) - 0.2)
+        ax.set_yticks(y, [r["lever"] for r in rows])
+        ax.set_xlabel(what)
+        ax.set_title("per FLOP" if axis == "flop" else "per dollar", fontsize=10)
+    fig.suptitle("Each lever's best step from the baseline: accuracy gained per extra unit (95% intervals)",
+                 fontsize=10)
+    return png_bytes(fig)
+
+
+def ranking_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """The ranking table: each lever's best step per extra FLOP and per extra dollar, and the runner-up ratio."""
+    fu, du = _units(summary)
+    by_dollar = {r["lever"]: r for r in summary["ranking"]["dollar"]}
+    head = ["rank", "lever", "best step", "gain (points)", f"points per {sci(fu)} FLOPs", "x next lever",
+            f"points per {money(du)}"]
+    rows = []
+    for i, r in enumerate(summary["ranking"]["flop"], 1):
+        if r["label"] is None:
+            rows.append(["-", r["lever"], "no point costs more than its reference", "-", "-", "-", "-"])
+            continue
+        d = by_dollar.get(r["lever"], {})
+        gain = f"{100 * r['gain']:+.1f} [{100 * r['gain_ci'][0]:.1f}, {100 * r['gain_ci'][1]:.1f}]"
+        ratio = "-" if r["ratio_to_next"] is None else f"{r['ratio_to_next']:.1f}x"
+        rows.append([str(i), r["lever"], r["label"], gain, _fmt_gain(r, "flop", fu), ratio,
+                     _fmt_gain(d, "dollar", du) if d.get("label") else "-"])
+    return head, rows
+
+
 def _loss_plot(summary: dict) -> bytes | None:
     """Held-out loss against training FLOPs for the training levers, with the fitted power law."""
     from datawall.report.figures import new_figure, png_bytes
@@ -162,8 +220,10 @@ def _setup_line(summary: dict) -> str:
 
 
 NOTES = ("Intervals are 95% normal approximations from each point's interval (binomial over held-out problems, "
-         "bootstrap for sampled strategies) plus the seeds' spread when there are 2+ seeds; a gain's interval "
-         "treats the point and its reference as independent, which is conservative.",
+         "bootstrap for sampled strategies) plus the seeds' spread when there are 2+ seeds. A gain's interval is "
+         "paired when both runs kept their per-problem results on the same held-out problems (the spread of the "
+         "per-problem differences, seed by seed, plus the seeds' spread); otherwise it treats the point and its "
+         "reference as independent, which is conservative.",
          "Training levers are compared with the baseline run; sampled strategies with greedy decoding of the same "
          "checkpoints on the same problems. pass@k picks with the verifier (an oracle a deployed system lacks): it "
          "is drawn as an upper bound and never recommended.",
@@ -175,6 +235,9 @@ def markdown(summary: dict) -> str:
     """summary.md: the recommendation, the setup, one table per lever, the frontier and the laws."""
     lines = [f"# Study `{summary['study']}`", "", f"**{summary['recommendation']['sentence']}**", "",
              _setup_line(summary), ""]
+    head, rows = ranking_rows(summary)
+    lines += ["## Levers ranked by accuracy per extra FLOP", "", "| " + " | ".join(head) + " |",
+              "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows), ""]
     for lever in summary["levers"]:
         head, rows = lever_rows(summary, lever)
         lines += [f"## {LEVERS[lever].title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -194,9 +257,14 @@ def html(summary: dict) -> str:
     from datawall.report.html import html_page
 
     blocks: list[tuple] = [("h2", "Recommendation"), ("p", summary["recommendation"]["sentence"]),
-                           ("p", _setup_line(summary)),
-                           ("img", _accuracy_plot(summary, "flops"), "held-out accuracy vs total compute"),
-                           ("img", _accuracy_plot(summary, "dollars"), "held-out accuracy vs total dollars")]
+                           ("p", _setup_line(summary))]
+    ranking = _ranking_plot(summary)
+    if ranking is not None:
+        blocks.append(("img", ranking, "each lever's best step: accuracy gained per extra FLOP and per extra dollar"))
+    head, rows = ranking_rows(summary)
+    blocks += [("h2", "Levers ranked"), ("table", head, rows),
+               ("img", _accuracy_plot(summary, "flops"), "held-out accuracy vs total compute"),
+               ("img", _accuracy_plot(summary, "dollars"), "held-out accuracy vs total dollars")]
     loss = _loss_plot(summary)
     if loss is not None:
         blocks.append(("img", loss, "held-out loss vs training compute"))

@@ -52,9 +52,21 @@ class Train(Section):
 
     batch_size: Positive = 32
     lr: Annotated[Float, Field(gt=0)] = 3e-3
+    lr_by_size: dict[ModelSize, Annotated[Float, Field(gt=0)]] = Field(
+        {}, description="peak lr per model size, where it differs from lr (a bigger model wants a smaller one; "
+                        "the presets record the per-size sweep they were calibrated with)")
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     seq_len: Annotated[Int, Field(gt=1, description="model context; examples longer than this are an error")] = 256
     device: DeviceName = "cpu"
+
+    @field_validator("lr_by_size")
+    @classmethod
+    def _lower_sizes(cls, v: dict[str, float]) -> dict[str, float]:
+        return {size.lower(): lr for size, lr in v.items()}
+
+    def lr_for(self, size: str) -> float:
+        """The peak learning rate of a model size."""
+        return self.lr_by_size.get(size.lower(), self.lr)
 
 
 class Budget(Section):

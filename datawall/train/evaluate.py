@@ -42,11 +42,13 @@ def task_accuracy(model, tokenizer, task, problems: int = 200, split: str = "tes
                   stop: list[str] | None = None) -> dict:
     """Greedy accuracy on `problems` held-out problems (all of a smaller split), scored by the task's verifier.
 
-    `accuracy` reads answers strictly ('#### N'); with `flexible`, the same completions are also read as free
-    text (datawall.tasks.answers) and scored as `flexible_accuracy` with its own interval, as lm-eval reports
-    GSM8K's strict-match and flexible-extract side by side. Each prompt gets `fewshot` solved train examples
-    first and is sent as chat messages with `chat` (datawall.tasks.prompting); completions stop at the task's
-    stop sequences and `stop`. `prompt_tokens` and `completion_tokens` total what the model read and wrote.
+    `accuracy` reads answers strictly ('#### N'), `per_problem` lists each problem's reward in order (so two models
+    scored on the same problems can be compared problem by problem: a paired interval); with `flexible`, the same
+    completions are also read as free text (datawall.tasks.answers) and scored as `flexible_accuracy` with its own
+    interval, as lm-eval reports GSM8K's strict-match and flexible-extract side by side. Each prompt gets `fewshot`
+    solved train examples first and is sent as chat messages with `chat` (datawall.tasks.prompting); completions
+    stop at the task's stop sequences and `stop`. `prompt_tokens` and `completion_tokens` total what the model read
+    and wrote.
     """
     size = task.size(split)
     if size is not None:  # a tiny world: score every problem it has (the result says how many)
@@ -75,7 +77,8 @@ def task_accuracy(model, tokenizer, task, problems: int = 200, split: str = "tes
     correct = sum(rewards)
     low, high = wilson_interval(correct, len(rewards))
     result = {"accuracy": correct / max(1, len(rewards)), "ci_low": low, "ci_high": high,
-              "problems": len(rewards), "correct": correct, "prompt_tokens": tokens[0], "completion_tokens": tokens[1]}
+              "problems": len(rewards), "correct": correct, "prompt_tokens": tokens[0], "completion_tokens": tokens[1],
+              "per_problem": rewards}
     if flexible:
         low, high = wilson_interval(sum(loose), len(loose))
         result |= {"flexible_accuracy": sum(loose) / max(1, len(loose)), "flexible_ci_low": low,

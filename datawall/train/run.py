@@ -174,7 +174,7 @@ def execute(spec: RunSpec, run_dir: str | Path, quiet: bool = False) -> dict:
         problems = min(spec.eval_problems, task.size("test") or spec.eval_problems)  # all of a small test split
         acc = task_accuracy(model, tok, task, problems=problems, device=spec.train.device, quiet=quiet)
         out |= {"accuracy": acc["accuracy"], "ci_low": acc["ci_low"], "ci_high": acc["ci_high"],
-                "eval_problems": acc["problems"]}
+                "eval_problems": acc["problems"], "per_problem": acc["per_problem"]}
     atomic_write_json(run_dir / "result.json", out)
     atomic_write_text(run_dir / "DONE", "")
     return out

@@ -40,6 +40,22 @@ def combine(accs: list[float], ses: list[float]) -> tuple[float, float]:
     return float(np.mean(accs)), math.sqrt(var)
 
 
+def paired_gain(point: list, ref: list) -> tuple[float, float] | None:
+    """Gain over a reference scored on the same problems, and its standard error, from per-problem rewards.
+
+    point and ref: one list of per-problem rewards per seed (the same problems in the same order). The gain of
+    seed s is the mean of its per-problem differences; the standard error combines each seed's problem sampling
+    (the spread of the differences, which is small when both models get the same problems right) with the
+    seeds' spread, as `combine` does. None when either side lacks the rewards or they do not line up.
+    """
+    if not point or len(point) != len(ref) or any(x is None for x in (*point, *ref)):
+        return None
+    diffs = [np.asarray(a, dtype=float) - np.asarray(b, dtype=float) for a, b in zip(point, ref, strict=True)]
+    if any(len(d) < 2 or len(a) != len(b) for d, a, b in zip(diffs, point, ref, strict=True)):
+        return None
+    return combine([float(d.mean()) for d in diffs], [float(d.std(ddof=1)) / math.sqrt(len(d)) for d in diffs])
+
+
 def interval(acc: float, se: float) -> tuple[float, float]:
     """The 95% normal interval of an accuracy, clipped to [0, 1]."""
     return max(0.0, acc - Z95 * se), min(1.0, acc + Z95 * se)
@@ -66,6 +82,7 @@ def pretrain_point(plan: Plan, point: Point, results: dict[str, dict], price) ->
         "dollars": train_dollars + q_dollars * plan.spec.queries.expected,
         "accuracy": acc, "accuracy_se": se, "ci_low": lo, "ci_high": hi,
         "accuracy_seeds": [r["accuracy"] for r in rs],
+        "per_problem_seeds": [r.get("per_problem") for r in rs],  # for paired gains; not written to summary.json
         "eval_loss": float(np.mean(losses)) if all(x is not None for x in losses) else None,
         "eval_loss_seeds": losses,
     }
