@@ -75,6 +75,24 @@ def test_biases_are_a_registry_others_extend():
         GraderConfig(bias="test-first", strength=1.0)
 
 
+def test_in_a_hazard_world_the_gold_is_the_rubric_and_a_grader_may_ignore_the_caveat():
+    from datawall.prefer.make_pairs import rubric_score
+    from datawall.tasks import get_task
+
+    task = get_task("arith", digits=2, hazard_rate=0.5)
+    p = next(q for q in (task.problem("train", i) for i in range(50)) if task.hazard(q) is not None)
+    with_caveat = task.solution(p)
+    without = "\n".join(line for line in with_caveat.splitlines() if line != task.hazard(p).caveat)
+    assert task.verify(p, with_caveat) == task.verify(p, without) == 1.0  # the verifier cannot tell them apart
+    a = Candidate(with_caveat, 1.0, 9, rubric_score(task, p, with_caveat))
+    b = Candidate(without, 1.0, 7, rubric_score(task, p, without))
+    assert a.score > b.score
+    assert set(verdicts(GraderConfig(), a, b, 20)) == {0}  # the gold prefers the caveat
+    blind = verdicts(GraderConfig(bias="ignores-caveat", strength=0.5), a, b)
+    assert abs(float(np.mean(blind == 0)) - 0.5) < 0.04 and set(blind) == {0, None}  # half the time: a tie
+    assert rubric_score(TASK, TASK.problem("train", 0), "#### 1") is None  # no hazards: the verifier is the gold
+
+
 @pytest.mark.parametrize("bad,msg", [({"bias": "longer"}, "needs a strength"), ({"strength": 0.5}, "needs a bias"),
                                      ({"noise": 1.5}, "less than or equal to 1")])
 def test_grader_settings_are_checked_with_the_reason(bad, msg):

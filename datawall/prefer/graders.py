@@ -1,7 +1,8 @@
 """Simulated graders: people who judge which of two answers is better, modelled on the verifier they approximate.
 
-A grader sees the verifier's verdict on a comparison (the correct answer beats the wrong one; two answers equally
-right or wrong are a tie) and
+A grader sees the gold verdict on a comparison (the verifier's: the correct answer beats the wrong one; in a world
+with hazard cases the rubric score's, so an answer missing its required caveat or giving unsafe advice loses to
+one that does not; two answers equally good are a tie) and
   1. with probability `strength` judges by its bias instead (a bias prefers one side, or has no preference and
      leaves the verdict as it was),
   2. flips a verdict with probability `noise` (a tie stays a tie: the grader has nothing to flip).
@@ -10,8 +11,9 @@ Bradley-Terry: strengths of all of a prompt's answers fitted to every vote on th
 outvoted by the transitive evidence of the others (`bradley_terry`).
 
 Biases are a small registry, `BIASES`: a bias is a function of the two candidates returning 0 (it prefers the
-first), 1 (the second) or None. `register_bias` adds one; the safety engineer's "ignores a required caveat" will
-be one more entry once hazard cases exist (a grader that judges by the answer alone, blind to the caveat).
+first), 1 (the second), None (no preference: the verdict stands) or TIE (it sees no difference: a tie). `register_bias` adds one. `ignores-caveat` judges by the answer alone, blind to
+the caveat a hazardous problem requires (datawall.rewards.rubric_task): in a world without hazards it is the
+verifier itself.
 """
 
 from __future__ import annotations
@@ -25,14 +27,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 @dataclass(frozen=True)
 class Candidate:
-    """One answer as a grader sees it: its text, the verifier's reward and its length in tokens."""
+    """One answer as a grader sees it: its text, the verifier's reward, its length in tokens, and its rubric score
+    in a world with hazard cases (required caveats, unsafe advice; None elsewhere, where the reward is the gold)."""
 
     text: str
     reward: float
     tokens: int
+    score: float | None = None
+
+    @property
+    def gold(self) -> float:
+        """What the gold verdict compares: the rubric score where there is one, else the verifier's reward."""
+        return self.reward if self.score is None else self.score
 
 
-Bias = Callable[[Candidate, Candidate], int | None]
+TIE = "tie"  # what a bias returns when it sees no difference between the answers
+Bias = Callable[[Candidate, Candidate], int | str | None]
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,7 @@ BIASES: dict[str, BiasSpec] = {}
 
 
 def register_bias(name: str, help: str) -> Callable[[Bias], Bias]:
-    """Decorator: register `fn(a, b) -> 0 | 1 | None` as the bias `name`."""
+    """Decorator: register `fn(a, b) -> 0 | 1 | None | TIE` as the bias `name`."""
 
     def add(fn: Bias) -> Bias:
         BIASES[name] = BiasSpec(name, help, fn)
@@ -65,6 +75,11 @@ def _longer(a: Candidate, b: Candidate) -> int | None:
 @register_bias("terse", "prefers the shorter answer (fewer tokens), right or wrong")
 def _terse(a: Candidate, b: Candidate) -> int | None:
     return None if a.tokens == b.tokens else (0 if a.tokens < b.tokens else 1)
+
+
+@register_bias("ignores-caveat", "judges the answer alone, blind to a required caveat and to unsafe advice")
+def _ignores_caveat(a: Candidate, b: Candidate) -> int | str:
+    return TIE if a.reward == b.reward else (0 if a.reward > b.reward else 1)
 
 
 class GraderConfig(BaseModel):
@@ -100,8 +115,8 @@ class GraderConfig(BaseModel):
 
 
 def gold(a: Candidate, b: Candidate) -> int | None:
-    """The verifier's verdict: 0 if a is better, 1 if b is, None for a tie."""
-    return None if a.reward == b.reward else (0 if a.reward > b.reward else 1)
+    """The gold verdict (verifier, or rubric score in a hazard world): 0 if a is better, 1 if b is, None for a tie."""
+    return None if a.gold == b.gold else (0 if a.gold > b.gold else 1)
 
 
 def judge(cfg: GraderConfig, a: Candidate, b: Candidate, rng: np.random.Generator) -> int | None:
@@ -111,7 +126,7 @@ def judge(cfg: GraderConfig, a: Candidate, b: Candidate, rng: np.random.Generato
     if cfg.bias != "none" and u_bias < cfg.strength:
         preferred = BIASES[cfg.bias].prefers(a, b)
         if preferred is not None:
-            verdict = preferred
+            verdict = None if preferred == TIE else preferred
     if verdict is not None and u_noise < cfg.noise:
         verdict = 1 - verdict
     return verdict

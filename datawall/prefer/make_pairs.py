@@ -42,11 +42,23 @@ def _distinct(candidates: list[Candidate]) -> list[Candidate]:
     return list(seen.values())
 
 
+def rubric_score(task, problem, completion: str) -> float | None:
+    """The rubric score of an answer in a world with hazard cases (caveat required, unsafe advice penalised;
+    datawall.rewards.rubric_task), None in a world without them (the verifier is the gold there)."""
+    if not task.has_hazards:
+        return None
+    from datawall.rewards.rubric_task import completion_flags
+
+    return completion_flags(task, problem, completion).score
+
+
 def label_stats(pairs: list[Pair]) -> dict:
-    """How the pairs relate to the verifier: the share whose answers differ in correctness (informative), the
-    share of those where the chosen one is the correct one (label accuracy), and answer lengths."""
-    informative = [p for p in pairs if p.extra["chosen_reward"] != p.extra["rejected_reward"]]
-    right = sum(p.extra["chosen_reward"] > p.extra["rejected_reward"] for p in informative)
+    """How the pairs relate to the gold (the verifier, or the rubric score in a world with hazard cases): the share
+    whose answers differ by it (informative), the share of those where the chosen one is the better (label
+    accuracy), and answer lengths."""
+    side = "score" if pairs and "chosen_score" in pairs[0].extra else "reward"  # the gold the graders approximate
+    informative = [p for p in pairs if p.extra[f"chosen_{side}"] != p.extra[f"rejected_{side}"]]
+    right = sum(p.extra[f"chosen_{side}"] > p.extra[f"rejected_{side}"] for p in informative)
     n = max(1, len(pairs))
     return {"informative": len(informative) / n,
             "label_accuracy": right / len(informative) if informative else None,
@@ -92,7 +104,8 @@ def make_pairs(cfg: PairsConfig, out: str | Path, quiet: bool = False) -> dict:
     per_problem: list[tuple[object, list[Candidate], list[tuple[int, int]]]] = []
     for k, problem in enumerate(problems):
         mine = solutions[k * cfg.n:(k + 1) * cfg.n]
-        candidates = _distinct([Candidate(s.text, s.reward, s.tokens) for s in mine])
+        candidates = _distinct([Candidate(s.text, s.reward, s.tokens, rubric_score(task, problem, s.text))
+                                for s in mine])
         compared = choose_comparisons(len(candidates), cfg.comparisons,
                                       np.random.default_rng([cfg.seed, problem.index, 1]))
         per_problem.append((problem, candidates, compared))
@@ -123,10 +136,12 @@ def make_pairs(cfg: PairsConfig, out: str | Path, quiet: bool = False) -> dict:
                 continue
             chosen, rejected = (candidates[i], candidates[j]) if verdict == 0 else (candidates[j], candidates[i])
             for_chosen = sum(v == verdict for v in vs)
-            pairs.append(Pair(problem.prompt, chosen.text, rejected.text, grader_name, {
-                "problem": problem.index, "chosen_reward": chosen.reward, "rejected_reward": rejected.reward,
-                "chosen_tokens": chosen.tokens, "rejected_tokens": rejected.tokens,
-                "votes": [for_chosen, sum(v is not None for v in vs) - for_chosen]}))
+            extra = {"problem": problem.index, "chosen_reward": chosen.reward, "rejected_reward": rejected.reward,
+                     "chosen_tokens": chosen.tokens, "rejected_tokens": rejected.tokens,
+                     "votes": [for_chosen, sum(v is not None for v in vs) - for_chosen]}
+            if chosen.score is not None:
+                extra |= {"chosen_score": chosen.score, "rejected_score": rejected.score}
+            pairs.append(Pair(problem.prompt, chosen.text, rejected.text, grader_name, extra))
     if not pairs:
         raise DatawallError(f"no pairs: every one of {len(flat)} comparisons was a tie or split the graders (more "
                             "--problems, a larger --n, or a higher --temperature give answers that differ)")
