@@ -74,6 +74,8 @@ def test_the_section_is_checked_and_plans_one_job_per_noise_and_seed():
                      (dict(noise=[1.5]), "less than or equal to 1"), (dict(loss="kto"), "loss")):
         with pytest.raises(DatawallError, match=msg):
             _spec(**bad)
+    with pytest.raises(DatawallError, match="levers.preference.price: price entry 'local-cpu' is a flops price"):
+        make_plan(_spec(price="local-cpu"))
     with pytest.raises(DatawallError, match="prefer job config"):
         Job("prefer", {"model": "k", "task": "arith", "grader": {"noise": 2}}, deps=("k",))
 
@@ -102,6 +104,7 @@ def test_a_tiny_study_places_preference_points_with_graders_dollars(tmp_path):
         assert (runs[f"prefer-{key}"] / "pairs.jsonl").is_file()
         assert (runs[f"prefer-{key}"] / "train" / "checkpoint" / "model.safetensors").is_file()
     assert points[1]["label_accuracy"] < points[0]["label_accuracy"] == 1.0  # the noisy graders mislabel
+    assert all(p["paired"] for p in points)  # scored on the baseline's problems: paired gains
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "Preference tuning" in md
     again = run_study(*args)  # every run reused

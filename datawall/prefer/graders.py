@@ -11,9 +11,9 @@ Bradley-Terry: strengths of all of a prompt's answers fitted to every vote on th
 outvoted by the transitive evidence of the others (`bradley_terry`).
 
 Biases are a small registry, `BIASES`: a bias is a function of the two candidates returning 0 (it prefers the
-first), 1 (the second), None (no preference: the verdict stands) or TIE (it sees no difference: a tie). `register_bias` adds one. `ignores-caveat` judges by the answer alone, blind to
-the caveat a hazardous problem requires (datawall.rewards.rubric_task): in a world without hazards it is the
-verifier itself.
+first), 1 (the second), None (no preference: the verdict stands) or TIE (it sees no difference: a tie).
+`register_bias` adds one. `ignores-caveat` judges by the answer alone, blind to the caveat a hazardous problem
+requires (datawall.rewards.rubric_task): in a world without hazards it is the verifier itself.
 """
 
 from __future__ import annotations

@@ -90,6 +90,8 @@ def run_prefer_job(config: dict, run_dir: Path, dep_dirs: dict[str, Path], quiet
         "sample_flops": meta["sample_flops"], "train_flops": tuned["flops"],
         "flops": meta["sample_flops"] + tuned["flops"], "wall_seconds": meta["sample_seconds"] + tuned["train_seconds"],
         "grader_dollars": meta["grader_dollars"], "eval_problems": tuned["eval_problems"],
+        # the tuned policy's reward on each held-out problem, in order: the study pairs it with the baseline's
+        "per_problem": json.loads((run_dir / "train" / "after.json").read_text())["rewards"],
     }
 
 

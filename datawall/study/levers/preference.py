@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from datawall.errors import DatawallError
 from datawall.prefer.config import DPOConfig, PairsConfig
 from datawall.prefer.graders import AGGREGATES, BIASES
 from datawall.study.jobs import Job
@@ -76,6 +77,7 @@ def _config(spec: StudySpec, model_key: str, seed: int, noise: float) -> dict:
 def jobs(spec: StudySpec, plan: PlanBuilder, base: Point) -> list[Point]:
     """One prefer job per (noise, seed) on that seed's baseline checkpoint."""
     p = spec.levers.preference
+    _grader_price(spec)  # a wrong entry fails the plan, not the report
     q = plan.query_flops(base.setting.size)
     # sampling: prompts x n answers; tuning: about a pair per prompt, both rows, forward + backward, per epoch
     est = p.prompts * p.n * q + 6 * p.prompts * p.epochs * q
@@ -87,11 +89,21 @@ def jobs(spec: StudySpec, plan: PlanBuilder, base: Point) -> list[Point]:
     return out
 
 
-def points(plan: Plan, mine: list[Point], base: dict, results: dict[str, dict], price) -> list[dict]:
-    """Each noise value's tuned checkpoints, averaged over seeds, with the graders' dollars counted."""
+def _grader_price(spec: StudySpec) -> float:
+    """Dollars per comparison of the section's grader entry, from the study's price table."""
     from datawall.economics.prices import grader_price
 
+    try:
+        return grader_price(spec.levers.preference.price, spec.prices.file).dollars_per_comparison
+    except DatawallError as e:
+        raise DatawallError(f"levers.preference.price: {e}") from None
+
+
+def points(plan: Plan, mine: list[Point], base: dict, results: dict[str, dict], price) -> list[dict]:
+    """Each noise value's tuned checkpoints, averaged over seeds, with the graders' dollars counted (comparisons x
+    the study's price per comparison, so a [prices] file that changes it applies)."""
     spec = plan.spec
+    per_comparison = _grader_price(spec)
     out = []
     for point in mine:
         rs = [results[k] for k in point.jobs]
@@ -100,8 +112,8 @@ def points(plan: Plan, mine: list[Point], base: dict, results: dict[str, dict], 
         lo, hi = interval(acc, se)
         lever_flops = float(np.mean([r["flops"] for r in rs]))
         lever_seconds = float(np.mean([r["wall_seconds"] for r in rs]))
-        graders = float(np.mean([r["grader_dollars"] for r in rs]))
-        per_comparison = grader_price(spec.levers.preference.price, spec.prices.file).dollars_per_comparison
+        comparisons = float(np.mean([r["grader_comparisons"] for r in rs]))
+        graders = comparisons * per_comparison
         train_flops = base["train_flops"] + lever_flops
         train_dollars = base["train_dollars"] + price.dollars(0.0, 0.0, lever_flops, lever_seconds) + graders
         q_flops, q_dollars = base["inference_flops_per_query"], base["dollars_per_query"]
@@ -111,7 +123,7 @@ def points(plan: Plan, mine: list[Point], base: dict, results: dict[str, dict], 
             "params": base["params"], "train_flops": train_flops,
             "train_seconds": base["train_seconds"] + lever_seconds,
             "train_dollars": train_dollars, "grader_dollars": graders, "dollars_per_comparison": per_comparison,
-            "comparisons": float(np.mean([r["grader_comparisons"] for r in rs])),
+            "comparisons": comparisons,
             "pairs": float(np.mean([r["pairs"] for r in rs])),
             "label_accuracy": float(np.mean([r["label_accuracy"] or 0.0 for r in rs])),
             "completion_tokens": float(np.mean([r["completion_tokens_after"] for r in rs])),
@@ -120,6 +132,7 @@ def points(plan: Plan, mine: list[Point], base: dict, results: dict[str, dict], 
             "dollars": train_dollars + q_dollars * spec.queries.expected,
             "accuracy": acc, "accuracy_se": se, "ci_low": lo, "ci_high": hi,
             "accuracy_seeds": [r["accuracy"] for r in rs], "eval_loss": None, "eval_loss_seeds": [],
+            "per_problem_seeds": [r.get("per_problem") for r in rs],  # paired gains over the baseline
         })
     return out
 
