@@ -69,7 +69,7 @@ def test_the_section_is_checked_and_plans_one_job_per_noise_and_seed():
     for j in jobs:
         assert j.deps[0] in base and j.config["model"] == j.deps[0]
         assert j.config["first_problem"] == 200  # prompts past the U real examples
-        assert plan.est_flops[j.key] > 0 and plan.label(j.key).startswith("prefer 100k, seed")
+        assert plan.est_flops[j.key] > 0 and plan.label(j.key).startswith("prefer 30 prompts, graders flip ")
     for bad, msg in ((dict(bias="longer"), "needs a strength"), (dict(noise=[]), "at least one grader noise"),
                      (dict(noise=[1.5]), "less than or equal to 1"), (dict(loss="kto"), "loss")):
         with pytest.raises(DatawallError, match=msg):

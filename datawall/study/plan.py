@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from datawall.counts import format_count
 from datawall.errors import DatawallError
-from datawall.study.jobs import Job
+from datawall.study.jobs import KINDS, Job
 from datawall.study.levers import LEVERS
 from datawall.study.levers.base import Point, Setting
 
@@ -68,13 +68,15 @@ class Plan:
         job = next((j for j in self.jobs if j.key == key), None)
         if job is None:
             return key
+        describe = KINDS[job.kind].describe
+        if describe is not None and (words := describe(job.config)):
+            return words
         if job.kind == "pretrain":
             epochs = job.config["train"]["tokens"] / self.world.tokens_per_epoch
             return f"pretrain {job.config['size']}, {epochs:.3g} epochs, seed {job.config['train']['seed']}"
         model = self.job(job.config["model"]) if any(j.key == job.config["model"] for j in self.jobs) else None
         size = f" {model.config['size']}" if model else ""
-        detail = f", n {job.config['n_max']}" if "n_max" in job.config else ""
-        return f"{job.kind}{size}{detail}, seed {job.config['seed']}"
+        return f"think{size}, n {job.config['n_max']}, seed {job.config['seed']}"
 
     def job(self, key: str) -> Job:
         """The job with this key."""

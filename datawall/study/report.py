@@ -243,6 +243,8 @@ def markdown(summary: dict) -> str:
         lines += [f"## {LEVERS[lever].title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines.append("")
+        notes = LEVERS[lever].notes(summary)
+        lines += [f"- {n}" for n in notes] + ([""] if notes else [])
     lines += ["## Frontier (best accuracy reachable at each total compute)", "",
               "| total FLOPs | total $ | accuracy | step |", "|---|---|---|---|"]
     lines += [f"| {p['compute']:.3g} | {p['dollars']:.3g} | {_fmt_pct(p['accuracy'])} | {p['label']} |"
@@ -272,7 +274,8 @@ def html(summary: dict) -> str:
         blocks += [("img", png, alt) for png, alt in LEVERS[lever].plots(summary)]
     for lever in summary["levers"]:
         head, rows = lever_rows(summary, lever)
-        blocks += [("h2", LEVERS[lever].title), ("table", head, rows)]
+        blocks += [("h2", LEVERS[lever].title), ("table", head, rows),
+                   *(("p", n) for n in LEVERS[lever].notes(summary))]
     blocks += [("h2", "Frontier (best accuracy reachable at each total compute)"),
                ("table", ["total FLOPs", "total $", "accuracy", "step"],
                 [[f"{p['compute']:.3g}", f"{p['dollars']:.3g}", _fmt_pct(p["accuracy"]), p["label"]]

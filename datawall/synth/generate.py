@@ -113,8 +113,9 @@ def _first_difference(old, new, where: str = "") -> str | None:
     return None if old == new else where
 
 
-def _check_run(out: Path, config: dict) -> dict | None:
-    """Refuse another run's directory; the finished run's result when OUT holds this one with DONE."""
+def claim_run_dir(out: Path, config: dict, what: str = "a run") -> None:
+    """Write OUT/config.json, or refuse in one line a directory that holds `what` with other settings (the first
+    one named, dotted); a directory with the same settings is this run's, to resume or read back."""
     path = out / "config.json"
     if path.exists():
         try:
@@ -124,12 +125,18 @@ def _check_run(out: Path, config: dict) -> dict | None:
         key = _first_difference(old, config)
         if key is not None:
             a, b = _lookup(old, key), _lookup(config, key)
-            raise DatawallError(f"{out}: holds a run with other settings ({key}: {a!r}, now {b!r}); use another "
+            raise DatawallError(f"{out}: holds {what} with other settings ({key}: {a!r}, now {b!r}); use another "
                                 "--out")
-        if (out / "DONE").exists():
-            return json.loads((out / "result.json").read_text(encoding="utf-8"))
+        return
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, config)
+
+
+def _check_run(out: Path, config: dict) -> dict | None:
+    """Refuse another run's directory; the finished run's result when OUT holds this one with DONE."""
+    claim_run_dir(out, config)
+    if (out / "DONE").exists():
+        return json.loads((out / "result.json").read_text(encoding="utf-8"))
     return None
 
 

@@ -32,7 +32,29 @@ def parse_strategy(text: str) -> tuple[str, int]:
     return kind, int(k)
 
 
-class GenerateConfig(BaseModel):
+def verifier_strategy(text: str) -> str:
+    """A --strategy that needs no reward model, normalised (majority@8, sample); best-of-K is refused."""
+    kind, k = parse_strategy(text)
+    if kind == "best-of":
+        raise ValueError("best-of-K needs a reward model, which is not loaded here; use majority@K or sample")
+    return kind if k == 1 else f"{kind}@{k}"
+
+
+class Described(BaseModel):
+    """A config whose fields' descriptions are its command's --help (each written once)."""
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        """A field's description (the --help of its flag)."""
+        return cls.model_fields[name].description or ""
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """A field's default value."""
+        return cls.model_fields[name].get_default(call_default_factory=True)
+
+
+class GenerateConfig(Described):
     """What a teacher is asked to write and how its solutions are chosen, filtered and deduplicated."""
 
     model_config = ConfigDict(extra="forbid")
@@ -119,13 +141,3 @@ class GenerateConfig(BaseModel):
     def samples(self) -> int:
         """Samples K the teacher draws per problem."""
         return parse_strategy(self.strategy)[1]
-
-    @classmethod
-    def help(cls, name: str) -> str:
-        """A field's description (the --help of its flag)."""
-        return cls.model_fields[name].description or ""
-
-    @classmethod
-    def default(cls, name: str) -> Any:
-        """A field's default value."""
-        return cls.model_fields[name].get_default(call_default_factory=True)
