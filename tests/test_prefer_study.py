@@ -41,6 +41,9 @@ enabled = false
 [levers.test_time]
 enabled = false
 
+[levers.synthetic]
+enabled = false
+
 [levers.preference]
 noise = [0.0, 0.4]
 prompts = 30
@@ -55,7 +58,7 @@ def _spec(**preference):
                       "eval_problems": 40, "seeds": [0, 1]},
             "train": {"seq_len": 32}, "baseline": {"epochs": 3},
             "levers": {"scale": {"enabled": False}, "repetition": {"enabled": False},
-                       "test_time": {"enabled": False}, "preference": preference}}
+                       "test_time": {"enabled": False}, "synthetic": {"enabled": False}, "preference": preference}}
     return parse_spec(data, "t.toml")
 
 

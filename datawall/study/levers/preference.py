@@ -153,7 +153,7 @@ def plots(summary: dict) -> list[tuple[bytes, str]]:
     x = [100 * p["noise"] for p in pts]
     y = 100 * np.array([p["accuracy"] for p in pts])
     err = 100 * np.array([[p["accuracy"] - p["ci_low"] for p in pts], [p["ci_high"] - p["accuracy"] for p in pts]])
-    ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, color="C4", label="after preference tuning")
+    ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, color="C5", label="after preference tuning")
     base = summary.get("baseline")
     if base:
         ax.axhline(100 * base["accuracy"], color="gray", ls="--", lw=1, label="baseline")
@@ -164,5 +164,5 @@ def plots(summary: dict) -> list[tuple[bytes, str]]:
 
 
 LEVER = Lever(name=NAME, section=Preference, title="Preference tuning (graded pairs, DPO)",
-              noun="preference tuning", color="C4", jobs=jobs, points=points, label=label,
+              noun="preference tuning", color="C5", jobs=jobs, points=points, label=label,
               tag=lambda p: f"noise {p['noise']:.0%}", plots=plots)
