@@ -159,9 +159,10 @@ def _check_price(spec: StudySpec, source: str) -> None:
         price = load_prices(spec.prices.file).get(spec.prices.entry)
     except DatawallError as e:
         raise DatawallError(f"{source}: prices: {e}") from None
-    if price.kind == "api":
-        raise DatawallError(f"{source}: prices.entry: {spec.prices.entry!r} is an api price (dollars per token), "
-                            "which cannot price training; use a flops or gpu-hour entry")
+    if price.kind in ("api", "comparison"):
+        what = "an api price (dollars per token)" if price.kind == "api" else "a grader's price (per comparison)"
+        raise DatawallError(f"{source}: prices.entry: {spec.prices.entry!r} is {what}, which cannot price "
+                            "training; use a flops or gpu-hour entry")
 
 
 def load_spec(path: str | Path) -> StudySpec:
