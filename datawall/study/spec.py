@@ -55,6 +55,7 @@ class Train(Section):
     lr_by_size: dict[ModelSize, Annotated[Float, Field(gt=0)]] = Field(
         {}, description="peak lr per model size, where it differs from lr (a bigger model wants a smaller one; "
                         "the presets record the per-size sweep they were calibrated with)")
+    weight_decay: Annotated[Float, Field(ge=0, description="AdamW's decoupled weight decay on every matrix")] = 0.1
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     seq_len: Annotated[Int, Field(gt=1, description="model context; examples longer than this are an error")] = 256
     device: DeviceName = "cpu"
