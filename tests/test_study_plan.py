@@ -17,7 +17,7 @@ BASE = {"world": {"task": "arith", "task_args": {"digits": 1, "ops": "add,sub"},
         "train": {"seq_len": 32},
         "baseline": {"size": "100k", "epochs": 2},
         "levers": {"scale": {"sizes": ["100k", "1m"]}, "repetition": {"epochs": [1, 2, 4]},
-                   "test_time": {"n": [1, 4]}, "synthetic": {"enabled": False}}}
+                   "test_time": {"n": [1, 4]}, "synthetic": {"enabled": False}, "preference": {"enabled": False}}}
 
 
 def spec(**over):

@@ -43,6 +43,9 @@ enabled = false
 [levers.test_time]
 enabled = false
 
+[levers.preference]
+enabled = false
+
 [levers.synthetic]
 problems = 30
 strategy = "majority@2"

@@ -316,6 +316,33 @@ COMPARE_METRICS = ("student_accuracy", "teacher_accuracy", "error_agreement", "e
                    "exceeds_teacher")
 
 
+# --- prefer: config = datawall.prefer.job.PreferJob (pairs graded, DPO, held-out accuracy) ------------------
+
+def _prefer_resolve(config: dict) -> dict:
+    from pydantic import ValidationError
+
+    from datawall.prefer.job import PreferJob
+
+    try:
+        job = PreferJob.model_validate(config)
+    except ValidationError as e:
+        raise validation_error(e, "prefer job config") from None
+    _check_task(job.task, job.task_args)
+    return job.model_dump(mode="json")
+
+
+def _prefer_run(config: dict, run_dir: Path, dep_dirs: dict[str, Path], quiet: bool) -> dict:
+    from datawall.prefer.job import run_prefer_job
+
+    return run_prefer_job(config, run_dir, dep_dirs, quiet)
+
+
+def _prefer_progress(config: dict, run_dir: Path) -> float | None:
+    from datawall.prefer.job import prefer_progress
+
+    return prefer_progress(config, run_dir)
+
+
 KINDS: dict[str, Kind] = {
     "pretrain": Kind(version="2", run=_pretrain_run, resolve=_pretrain_resolve,  # 2: splits never repeat a problem
                      needs=_pretrain_needs, summary=lambda r: {k: r[k] for k in PRETRAIN_METRICS if k in r},
@@ -333,6 +360,14 @@ KINDS: dict[str, Kind] = {
                           needs=lambda c: [c["student"], c["teacher"]],
                           summary=lambda r: {k: r.get(k) for k in COMPARE_METRICS},
                           describe=lambda c: f"compare student {c['student'][:8]} with teacher {c['teacher'][:8]}"),
+
+
+    "prefer": Kind(version="1", run=_prefer_run, resolve=_prefer_resolve, needs=lambda c: [c["model"]],
+                   summary=lambda r: {k: r.get(k) for k in ("accuracy", "accuracy_before", "delta", "pairs",
+                                                            "label_accuracy", "grader_dollars")},
+                   progress=_prefer_progress,
+                   describe=lambda c: f"prefer {c['prompts']} prompts, graders flip {c['grader']['noise']:g}, "
+                                      f"seed {c['seed']}"),
 }
 
 

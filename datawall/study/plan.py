@@ -112,8 +112,9 @@ def pretrain_config(spec: StudySpec, world: World, setting: Setting, seed: int) 
         data=DataSpec(task=spec.world.task, task_args=spec.world.task_args, unique_tokens=world.unique_tokens),
         size=setting.size,
         train=TrainConfig(tokens=max(1, round(setting.epochs * world.tokens_per_epoch)), batch_size=t.batch_size,
-                          seq_len=t.seq_len, optim=OptimConfig(lr=t.lr_for(setting.size), schedule=t.schedule),
-                          seed=seed, device=t.device),
+                          seq_len=t.seq_len, seed=seed, device=t.device,
+                          optim=OptimConfig(lr=t.lr_for(setting.size), schedule=t.schedule,
+                                            weight_decay=t.weight_decay)),
         eval_problems=spec.world.eval_problems,
     )
     return run.model_dump(mode="json")
