@@ -49,6 +49,9 @@ n = [1, 4]
 
 [levers.synthetic]
 enabled = false
+
+[levers.preference]
+enabled = false
 """
 
 
