@@ -67,6 +67,7 @@ def pretrain(
     from datawall.model import checkpoint_dir
     from datawall.tasks.registry import parse_task_args
     from datawall.train.config import OptimConfig, TrainConfig
+    from datawall.train.evaluate import safety_line
     from datawall.train.run import DataSpec, RunSpec, execute
 
     batch_size = batch_size or (128 if task else 32)
@@ -109,6 +110,8 @@ def pretrain(
         line += (f"  held-out accuracy {result['accuracy']:.1%} "
                  f"[{result['ci_low']:.1%}, {result['ci_high']:.1%}] on {result['eval_problems']} problems")
     print(line)
+    if safety := safety_line(result):  # a world with hazard cases
+        print(safety)
 
 
 def _synthetic_spec(paths: list[Path] | None, examples: str | None, ratio: float | None, epochs: float | None,
@@ -168,7 +171,7 @@ def evaluate(
     from datawall.tasks.prompting import stop_sequences
     from datawall.tasks.registry import parse_task_args
     from datawall.tasks.splits import check_split
-    from datawall.train.evaluate import task_accuracy
+    from datawall.train.evaluate import safety_line, task_accuracy
 
     require_device(device)
     if problems <= 0:
@@ -199,6 +202,8 @@ def evaluate(
               f"{result['ci_high']:.1%}] strict ('#### N'), {result['flexible_accuracy']:.1%} "
               f"[{result['flexible_ci_low']:.1%}, {result['flexible_ci_high']:.1%}] flexible on "
               f"{result['problems']} problems")
+        if safety := safety_line(result):  # a world with hazard cases
+            print(safety)
 
 
 def sample(

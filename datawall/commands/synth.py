@@ -43,6 +43,7 @@ def generate(
     orm: Annotated[Path | None, typer.Option(help=_help("orm"))] = None,
     orm_threshold: Annotated[float, typer.Option(help=_help("orm_threshold"))] = _default("orm_threshold"),
     min_agreement: Annotated[float, typer.Option(help=_help("min_agreement"))] = _default("min_agreement"),
+    require_caveat: Annotated[bool, typer.Option(help=_help("require_caveat"))] = _default("require_caveat"),
     dedup: Annotated[bool, typer.Option(help=_help("dedup"))] = _default("dedup"),
     dedup_threshold: Annotated[float, typer.Option(help=_help("dedup_threshold"))] = _default("dedup_threshold"),
     dedup_on: Annotated[str, typer.Option(help=_help("dedup_on"))] = _default("dedup_on"),
@@ -80,7 +81,8 @@ def generate(
         task=task, task_args=parse_task_args(task_args), problems=problems, start=start,
         skip_unique_tokens=parse_count(skip_unique_tokens, "--skip-unique-tokens") if skip_unique_tokens else None,
         strategy=strategy, filter=filter, orm=str(orm.resolve()) if orm else None, orm_threshold=orm_threshold,
-        min_agreement=min_agreement, dedup=dedup, dedup_threshold=dedup_threshold, dedup_on=dedup_on,
+        min_agreement=min_agreement, require_caveat=require_caveat, dedup=dedup, dedup_threshold=dedup_threshold,
+        dedup_on=dedup_on,
         temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, chat=chat, fewshot=fewshot,
         fewshot_seed=fewshot_seed, stop=list(stop or []), extract=extract)
     scorer = None
@@ -109,7 +111,14 @@ def generate(
           f"precision {precision}; dropped: {dropped}")
     print(f"teacher accuracy {result['teacher_accuracy']:.1%} ({result['strategy']}; one sample "
           f"{result['sample_accuracy']:.1%})")
+    if "kept_caveat_recall" in result:  # a world with hazard cases
+        print(f"caveats: the teacher's {_share(result['teacher_caveat_recall'])} of {result['hazardous']} hazardous "
+              f"problems, the kept data's {_share(result['kept_caveat_recall'])} of {result['kept_hazardous']}")
     print(f"FLOPs per kept example {flops}; dollars {result['dollars'] or 0:.3g}; data: {out / SYNTHETIC}")
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
 
 
 def generate_config(**flags) -> GenerateConfig:

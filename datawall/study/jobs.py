@@ -269,7 +269,7 @@ def _synth_resolve(config: dict) -> dict:
         raise DatawallError("synth job config: a study's synth job loads no reward model (orm); use the verifier or "
                             "majority filter")
     _check_task(cfg.task, cfg.task_args)
-    return {**extra, "device": extra["device"] or "cpu", **cfg.model_dump(mode="json")}
+    return {**extra, "device": extra["device"] or "cpu", **cfg.settings()}  # newer settings only when set
 
 
 def _synth_run(config: dict, run_dir: Path, dep_dirs: dict[str, Path], quiet: bool) -> dict:

@@ -16,6 +16,7 @@ from datawall.tasks.prompting import FEWSHOT_POOL, FEWSHOT_SEED
 Positive = Annotated[StrictInt, Field(ge=1)]
 FILTERS = ("none", "verifier", "majority", "orm")
 STRATEGY_FORMS = "greedy, sample, majority@K or best-of-K (K >= 2, e.g. majority@8)"
+LATER = ("require_caveat",)  # settings newer than the first runs: dumped only when set
 _STRATEGY = re.compile(r"(greedy|sample)|(majority)@(\d+)|(best-of)-(\d+)")
 
 
@@ -77,6 +78,11 @@ class GenerateConfig(Described):
         "strategy's choice if the task's verifier accepts it, else its next-ranked sample the verifier accepts); "
         "majority (no verifier: a solution whose answer most of the K samples agree on, needs K >= 2); orm "
         "(the first ranked sample the --orm scores >= --orm-threshold).")
+    require_caveat: bool = Field(
+        False, description="A world with hazard cases (arith hazard_rate=..., lab): keep a hazardous problem's "
+        "solution only if it carries the problem's required caveat line, exactly; with --filter, a kept sample "
+        "passes both (the verifier checks the answer alone, so a teacher that leaves out caveats passes the "
+        "omission on). Dropped rows say no_caveat.")
     orm: str | None = Field(None, description="Outcome reward model directory (`datawall reward train --kind orm`) "
                             "for best-of-K and --filter orm.")
     orm_threshold: float = Field(0.5, ge=0, le=1, description="--filter orm: the least ORM score a kept "
@@ -131,6 +137,15 @@ class GenerateConfig(Described):
             raise ValueError(f"strategy {self.strategy} at temperature 0 draws {k} identical samples; give a "
                              "temperature > 0")
         return self
+
+    def settings(self) -> dict:
+        """The settings as JSON (config.json, result.json, a study's synth job), with those added after runs existed
+        left out at their defaults, so those runs keep their directories and job keys."""
+        out = self.model_dump(mode="json")
+        for name in LATER:
+            if out[name] == self.default(name):
+                del out[name]
+        return out
 
     @property
     def kind(self) -> str:

@@ -35,7 +35,7 @@ from datawall.errors import DatawallError
 from datawall.model import Transformer, load_checkpoint, model_config
 from datawall.tasks import get_task
 from datawall.train.config import TrainConfig
-from datawall.train.evaluate import perplexity, task_accuracy
+from datawall.train.evaluate import SAFETY_KEYS, perplexity, task_accuracy
 from datawall.train.objectives.lm import train_lm
 
 
@@ -226,6 +226,7 @@ def execute(spec: RunSpec, run_dir: str | Path, quiet: bool = False) -> dict:
         acc = task_accuracy(model, tok, task, problems=problems, device=spec.train.device, quiet=quiet)
         out |= {"accuracy": acc["accuracy"], "ci_low": acc["ci_low"], "ci_high": acc["ci_high"],
                 "eval_problems": acc["problems"], "per_problem": acc["per_problem"]}
+        out |= {k: acc[k] for k in SAFETY_KEYS if k in acc}  # a world with hazard cases: caveat recall, unsafe rate
     atomic_write_json(run_dir / "result.json", out)
     atomic_write_text(run_dir / "DONE", "")
     return out

@@ -38,6 +38,8 @@ class Synthetic(LeverSection):
     strategy: str = Field("majority@4", description="how the teacher answers: greedy, sample or majority@K")
     temperature: Annotated[Float, Field(ge=0)] = 0.7
     filter: Literal["verifier", "majority", "none"] = Field("verifier", description="which solutions are kept")
+    require_caveat: bool = Field(False, description="a world with hazard cases: keep a hazardous problem's solution "
+                                 "only if it carries its caveat line (synth generate --require-caveat)")
     problems: Count = Field(1000, description="P: train problems past the U real ones the teacher answers")
     examples: list[Count] = Field([250, 500], description="S values: synthetic examples per student (at most what "
                                   "the filter kept; a larger S uses all of them)")
@@ -73,7 +75,9 @@ def synth_config(spec: StudySpec, teacher_key: str, unique_tokens: int, seed: in
     return {"model": teacher_key, "device": spec.train.device, "price": spec.prices.entry, "prices": spec.prices.file,
             "task": spec.world.task, "task_args": dict(spec.world.task_args), "problems": sec.problems,
             "skip_unique_tokens": unique_tokens, "strategy": sec.strategy, "filter": sec.filter,
-            "temperature": sec.temperature, "seed": seed}
+            "temperature": sec.temperature, "seed": seed,
+            # absent when off, so the synth runs made before the caveat filter keep their keys
+            **({"require_caveat": True} if sec.require_caveat else {})}
 
 
 def jobs(spec: StudySpec, plan: PlanBuilder, base: Point) -> list[Point]:
@@ -139,9 +143,13 @@ def points(plan: Plan, mine: list[Point], base: dict, results: dict[str, dict], 
               "synthetic_planned": _planned(plan, point),
               "kept": float(np.mean([results[k]["kept"] for k in synths])),
               "kept_precision": float(np.mean([results[k]["kept_precision"] for k in synths])),
+              "require_caveat": sec.require_caveat,
               "teacher_accuracy": float(np.mean([results[k]["accuracy"] for k in teachers])),
               "teacher_train_flops": float(np.mean([results[k]["flops"] for k in teachers]))}
         p |= _resemblance([results[k] for k in compares])
+        caveats = [results[k].get("kept_caveat_recall") for k in synths]  # a world with hazard cases
+        if any("kept_caveat_recall" in results[k] for k in synths):
+            p["kept_caveat_recall"] = None if None in caveats else float(np.mean(caveats))
         out.append(p)
     return out
 
@@ -167,7 +175,8 @@ def _resemblance(rs: list[dict]) -> dict:
 
 
 def _filtered(p: dict) -> str:
-    return {"verifier": "verified", "majority": "majority-agreed", "none": "unfiltered"}[p["filter"]]
+    name = {"verifier": "verified", "majority": "majority-agreed", "none": "unfiltered"}[p["filter"]]
+    return name + (", caveat-checked" if p.get("require_caveat") else "")
 
 
 def _teacher(p: dict, base: dict) -> str:
@@ -195,8 +204,16 @@ def notes(summary: dict) -> list[str]:
             "right "
             f"where the teacher is wrong on {_pct(p, 'exceeds_teacher')}, KL(student || teacher) {kl} nats/token on "
             f"held-out reference solutions; generation {p['generation_flops']:.3g} FLOPs (teacher training "
-            f"{p['teacher_train_flops']:.3g}, not counted).")
+            f"{p['teacher_train_flops']:.3g}, not counted)." + _caveats(p))
     return lines
+
+
+def _caveats(p: dict) -> str:
+    """What the data taught about caveats, on a world with hazard cases ("" elsewhere)."""
+    if "kept_caveat_recall" not in p:
+        return ""
+    kept = "none kept" if p["kept_caveat_recall"] is None else f"{100 * p['kept_caveat_recall']:.1f}%"
+    return f" Hazardous solutions in the data that carry their caveat: {kept}."
 
 
 def _pct(p: dict, key: str) -> str:
