@@ -9,7 +9,7 @@ import sys  # noqa: E402
 
 import typer  # noqa: E402
 
-from datawall.commands import imports, laws, models, reward, runs, serve, study, synth, tasks, think  # noqa: E402
+from datawall.commands import imports, laws, models, reward, rl, runs, serve, study, synth, tasks, think  # noqa: E402
 from datawall.errors import DatawallError  # noqa: E402
 
 HELP = """Measure where the next FLOP (or dollar) buys the most model quality when unique data runs out.
@@ -62,6 +62,7 @@ serve.register(app)
 think.register(app)
 reward.register(app)  # reward train
 imports.register(app)  # import FILE.gguf OUT
+rl.register(app)  # rl --model DIR --task NAME --out DIR
 
 
 def main() -> None:
