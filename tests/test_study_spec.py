@@ -43,7 +43,8 @@ def test_gpu_preset_targets_cuda():
                                                                "'best-of-n' needs a reward model"),
     ({"levers": {"test_time": {"n": []}}}, "study.toml: levers.test_time.n: give at least one sample count"),
     ({"levers": {"repetition": {"epochs": [0]}}}, "study.toml: levers.repetition.epochs.0:"),
-    ({"levers": {"rl": {"enabled": True}}}, "study.toml: levers.rl: not available yet"),
+    ({"levers": {"preference": {"enabled": True}}}, "study.toml: levers.preference: not available yet"),
+    ({"levers": {"rl": {"group": 1}}}, "study.toml: levers.rl.group: Input should be greater than or equal to 2"),
     ({"levers": {"synthetic": {"enabled": True, "teacher": "x"}}}, "study.toml: levers.synthetic: not available yet"),
     ({"budget": {"max_train_flops": "-1"}}, "study.toml: budget.max_train_flops: must be a positive"),
     ({"budget": {"max_flops": 0}}, "study.toml: budget.max_flops: Input should be greater than 0"),
@@ -76,7 +77,7 @@ def test_counts_and_reserved_levers_switched_off_are_accepted():
     spec = parse_spec({"world": {"unique_examples": "2k", "task_args": {"digits": 2, "ops": "add"}},
                        "budget": {"max_train_flops": "3e12", "max_flops": "1e13"}, "queries": {"expected": "1M"},
                        "train": {"device": "cuda:1"},  # a valid name: whether it exists is checked when runs run
-                       "levers": {"rl": {"enabled": False, "steps": 10},
+                       "levers": {"preference": {"enabled": False, "steps": 10},
                                   "test_time": {"strategies": ["maj", "pass", "majority"], "n": ["1k", 4, 4]}}},
                       "s.toml")
     assert spec.world.unique_examples == 2000

@@ -22,6 +22,7 @@ def rl(
     steps: Annotated[int, typer.Option(help=_help("steps"))] = _default("steps"),
     prompts_per_step: Annotated[int, typer.Option("--prompts-per-step", "-P",
                                                   help=_help("prompts_per_step"))] = _default("prompts_per_step"),
+    prompt_pool: Annotated[int, typer.Option(help=_help("prompt_pool"))] = _default("prompt_pool"),
     group: Annotated[int, typer.Option("--group", "-G", help=_help("group"))] = _default("group"),
     loss: Annotated[str, typer.Option(help=_help("loss"))] = _default("loss"),
     beta: Annotated[float, typer.Option(help=_help("beta"))] = _default("beta"),
@@ -63,6 +64,7 @@ def rl(
     from datawall.tasks.registry import parse_task_args
 
     flags = dict(task=task, task_args=parse_task_args(task_args), steps=steps, prompts_per_step=prompts_per_step,
+                 prompt_pool=prompt_pool,
                  group=group, loss=loss, beta=beta, epsilon=epsilon, iterations=iterations,
                  dynamic_sampling=dynamic_sampling, scale_rewards=scale_rewards, temperature=temperature,
                  max_tokens=max_tokens, lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay,

@@ -22,10 +22,13 @@ class RLConfig(BaseModel):
 
     task: str = Field(description="Task world: arith, trace, countdown, jsonl:PATH or rg:NAME.")
     task_args: dict[str, Any] = Field(default_factory=dict, description="Task settings, e.g. digits=3, ops=add.")
-    steps: StrictInt = Field(240, ge=1, description="Optimizer steps.")
-    prompts_per_step: StrictInt = Field(16, ge=1, description="Prompts P per rollout (train-split problems past "
+    steps: StrictInt = Field(200, ge=1, description="Optimizer steps.")
+    prompts_per_step: StrictInt = Field(64, ge=1, description="Prompts P per rollout (train-split problems past "
                                         "the first --first-problem + --val-problems; no solution is needed).")
-    group: StrictInt = Field(16, description="Completions G sampled per prompt (a group; its rewards give "
+    prompt_pool: StrictInt = Field(2000, ge=0, description="Distinct train problems the prompts cycle through, in "
+                                   "a fresh seeded order each pass (0: every later train problem in index order; "
+                                   "a small world's last ones are its hardest).")
+    group: StrictInt = Field(8, description="Completions G sampled per prompt (a group; its rewards give "
                          "the advantages, so it needs at least 2).")
     loss: Literal["grpo", "dr_grpo", "dapo", "bnpo", "reinforce"] = Field(
         "dapo", description="Loss normalisation as TRL documents it: grpo (per-sequence mean), dr_grpo (sum over "
@@ -38,14 +41,14 @@ class RLConfig(BaseModel):
                                        "unset = epsilon.")
     iterations: StrictInt = Field(1, ge=1, description="Policy updates per rollout (GRPO's mu); each is one of "
                                   "--steps.")
-    dynamic_sampling: bool = Field(False, description="DAPO's dynamic sampling: replace groups whose rewards are "
+    dynamic_sampling: bool = Field(True, description="DAPO's dynamic sampling: replace groups whose rewards are "
                                    "all equal (no signal) with groups of fresh prompts, up to 3 more rounds.")
     scale_rewards: Literal["group", "batch", "none"] = Field(
         "group", description="Divide advantages by the group's reward std, the batch's, or not at all (Dr. GRPO).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of rollouts and of pass@k pools.")
     max_tokens: StrictInt | None = Field(None, ge=1, description="Max new tokens per completion (default: 1.5 x "
                                          "the longest reference solution of the validation problems, + 8).")
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate (after a linear warmup, constant).")
+    lr: float = Field(5e-4, gt=0, description="AdamW learning rate (after a linear warmup, constant).")
     warmup_steps: StrictInt = Field(10, ge=0, description="Steps of linear learning-rate warmup.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of matrices.")
     grad_clip: float = Field(1.0, ge=0, description="Max global gradient norm (0: no clipping).")
@@ -78,7 +81,7 @@ class RLConfig(BaseModel):
                                      "after (0: no pools).")
     pass_samples: StrictInt = Field(64, ge=1, description="Samples per problem in each pass@k pool (k = 1, 4, "
                                     "16, 64 up to this).")
-    seed: StrictInt = Field(0, description="Seed of sampling (rollouts and pass@k pools).")
+    seed: StrictInt = Field(0, description="Seed of prompt order and sampling (rollouts and pass@k pools).")
     device: str = Field("cpu", description="cpu or cuda.")
 
     @field_validator("group")

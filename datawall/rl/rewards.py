@@ -1,10 +1,11 @@
 """Rewards of RL: a pluggable function of a problem and its group of completions, plus optional shaping terms.
 
-A reward function is `fn(problem, completions) -> list[float]` (one problem's G completions at once, so a
-reward model scores them in one batch). Built in: the task's verifier (the default), a seeded coin flip (the
-control that should teach nothing) and a trained reward model (`datawall reward train`, its P(correct)); any
-other callable of that shape can be passed to `datawall.rl.run_rl`. Shaping terms (format, overlong) are added
-by `shape` from each completion's text, length and finish reason.
+A reward function is `fn(problem, completions) -> list[float]`, called once per prompt with its distinct
+completions (a reward model scores them in one batch; a repeated text is scored once). Built in: the task's
+verifier (the default), a seeded coin flip (the control that should teach nothing) and a trained reward model
+(`datawall reward train`, its P(correct)); any other callable of that shape can be passed to
+`datawall.rl.run_rl`. Shaping terms (format, overlong) are added by `shape` from each completion's text, length
+and finish reason.
 """
 
 from __future__ import annotations

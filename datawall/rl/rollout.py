@@ -25,21 +25,36 @@ DYNAMIC_ROUNDS = 4  # dynamic sampling: the first round and up to 3 refills
 
 
 class PromptPool:
-    """Train-split problems from `start` on, in index order (the generator's own order: a world's early problems
-    follow its natural distribution, while the last ones of a small world are what its repeats left, often the
-    hardest), starting over at `start` after the split's last problem."""
+    """RL's prompts: `size` train-split problems from `start` on, each pass over them in a fresh seeded order; with
+    size None, every train problem from `start` on in index order, starting over after the split's last one.
 
-    def __init__(self, task: Task, start: int):
-        self.task, self.start = task, start
-        size = task.size("train")
-        self.count = None if size is None else size - start
-        if self.count is not None and self.count < 1:
-            raise DatawallError(f"{task.name}: the train split has {size:,} problems, none left for RL prompts after "
+    A window of early problems follows the world's natural distribution of problems; the end of a small world's
+    split does not (its generator's repeats are skipped, so what is left is mostly its largest, hardest
+    problems: the last 4,000 of 2-digit multiplication's 8,000 hold 0.5% with a 1-digit factor, the first 1,000
+    about 60%, as the test problems do).
+    """
+
+    def __init__(self, task: Task, start: int, size: int | None, seed: int):
+        self.task, self.start, self.seed = task, start, seed
+        total = task.size("train")
+        left = None if total is None else total - start
+        if left is not None and left < 1:
+            raise DatawallError(f"{task.name}: the train split has {total:,} problems, none left for RL prompts after "
                                 f"the first {start:,} (--first-problem + --val-problems)")
+        self.count = left if size is None else size if left is None else min(size, left)
+        self.shuffled = size is not None
+        self._order: tuple[int, np.ndarray] | None = None
 
     def problem(self, position: int) -> Problem:
         """The problem at `position` of the pool's endless sequence."""
-        return self.task.problem("train", self.start + (position if self.count is None else position % self.count))
+        if self.count is None:
+            return self.task.problem("train", self.start + position)
+        epoch, i = divmod(position, self.count)
+        if not self.shuffled:
+            return self.task.problem("train", self.start + i)
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.count))
+        return self.task.problem("train", self.start + int(self._order[1][i]))
 
 
 class TaskRollouts:

@@ -138,7 +138,7 @@ def run_rl(model_dir: str | Path, cfg: RLConfig, out: str | Path, quiet: bool = 
     model, tok = ckpt.model.to(cfg.device), ckpt.tokenizer
     first = cfg.first_problem if cfg.first_problem is not None else trained_examples(ckpt.meta, task, tok)
     val = _problems(task, "train", cfg.val_problems, first)
-    pool = PromptPool(task, first + len(val))
+    pool = PromptPool(task, first + len(val), cfg.prompt_pool or None, cfg.seed)
     test = _problems(task, "test", cfg.eval_problems)
     if not test:
         raise DatawallError(f"{task.name}: the test split has no problems to measure accuracy on")

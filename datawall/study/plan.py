@@ -73,6 +73,8 @@ class Plan:
             return f"pretrain {job.config['size']}, {epochs:.3g} epochs, seed {job.config['train']['seed']}"
         model = self.job(job.config["model"]) if any(j.key == job.config["model"] for j in self.jobs) else None
         size = f" {model.config['size']}" if model else ""
+        if "n_max" not in job.config:  # a lever's own kind of run on a checkpoint
+            return f"{job.kind}{size}, seed {job.config.get('seed', 0)}"
         return f"think{size}, n {job.config['n_max']}, seed {job.config['seed']}"
 
     def job(self, key: str) -> Job:
