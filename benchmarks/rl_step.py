@@ -6,7 +6,8 @@ the same loss type (dapo unless --loss), clip-higher 0.2/0.28, beta 0, one updat
 one torch thread each. The runs alternate (datawall, TRL, datawall, TRL, ...) so that a change in the machine's
 load hits both; each run's first --skip steps are warm-up and not counted. A step is timed from the end of the
 previous optimizer step to the end of this one (sampling, rewards, forward, backward, update): for datawall the
-loop's own step clock, for TRL a TrainerCallback's on_step_end. Wall and process-CPU seconds are both reported;
+loop's own step clock (and the process clock when it logs the step), for TRL a TrainerCallback's on_step_end.
+Medians over the counted steps. Wall and process-CPU seconds are both reported;
 CPU seconds are the fairer number on a shared machine (single thread each).
 
 Models: a checkpoint directory (e.g. the quick study's 100k baseline), or `random:SIZE` for a random-weight
@@ -49,17 +50,33 @@ def random_checkpoint(size: str, task, directory: Path) -> Path:
     return directory
 
 
-def datawall_steps(model: Path, args, out: Path) -> tuple[list[float], float]:
-    """Per-step wall seconds of one `datawall rl` run (the loop's clock) and its CPU seconds per step."""
+def datawall_steps(model: Path, args, out: Path) -> tuple[list[float], list[float]]:
+    """Per-step wall seconds of one `datawall rl` run (the loop's own clock) and per-step CPU seconds (the process
+    clock read each time the loop logs a step's metrics line, which it does right after the optimizer step)."""
+    import datawall.train.loop as loop
+
     cfg = RLConfig(task=args.task, task_args=parse_task_args(args.task_args), steps=args.steps,
                    prompts_per_step=args.prompts, group=args.group, loss=args.loss, max_tokens=args.max_tokens,
                    lr=1e-5, warmup_steps=0, eval_every=args.steps, val_problems=0, eval_problems=1,
+                   dynamic_sampling=False, prompt_pool=0,  # TRL's prompts: the same train problems, in order
                    pass_problems=0, micro_batch=args.micro_batch, first_problem=args.first_problem, chat=args.chat)
-    res = run_rl(model, cfg, out, quiet=True)
+    marks = [time.process_time()]
+    logged = loop.append_jsonl
+
+    def mark(path, obj):
+        marks.append(time.process_time())
+        logged(path, obj)
+
+    loop.append_jsonl = mark
+    try:
+        run_rl(model, cfg, out, quiet=True)
+    finally:
+        loop.append_jsonl = logged
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     clock = [0.0] + [r["wall_seconds"] for r in rows]
-    steps = [b - a for a, b in zip(clock, clock[1:])]
-    return steps[args.skip:], res["cpu_seconds_this_process"] / len(rows)
+    wall = [b - a for a, b in zip(clock, clock[1:], strict=False)]
+    cpu = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    return wall[args.skip:], cpu[max(1, args.skip):]  # the first step's CPU includes the run's set-up
 
 
 def trl_steps(model: Path, args, out: Path) -> tuple[list[float], list[float]]:
@@ -139,7 +156,7 @@ def main() -> None:
         for r in range(args.rounds):
             steps, cpu = datawall_steps(model, args, tmp / f"dw{r}")
             dw_wall += steps
-            dw_cpu.append(cpu)
+            dw_cpu += cpu
             w, c = trl_steps(model, args, tmp / f"trl{r}")
             trl_wall += w
             trl_cpu += c
@@ -149,7 +166,7 @@ def main() -> None:
         "model": args.model, "task": args.task, "task_args": args.task_args, "prompts": args.prompts,
         "group": args.group, "max_tokens": args.max_tokens, "loss": args.loss, "steps_counted": len(dw_wall),
         "datawall_wall_s_per_step": statistics.median(dw_wall), "trl_wall_s_per_step": statistics.median(trl_wall),
-        "datawall_cpu_s_per_step": statistics.mean(dw_cpu), "trl_cpu_s_per_step": statistics.median(trl_cpu),
+        "datawall_cpu_s_per_step": statistics.median(dw_cpu), "trl_cpu_s_per_step": statistics.median(trl_cpu),
         "machine": machine(), "loadavg": open("/proc/loadavg").read().split()[:3],
     }
     result["speedup_wall"] = result["trl_wall_s_per_step"] / result["datawall_wall_s_per_step"]

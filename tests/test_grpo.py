@@ -241,3 +241,25 @@ def test_clip_fractions_count_tokens_the_clip_stops():
     (per * mask).sum().backward()
     clipped = ((ratio < 1 - EPS_LOW) & (a < 0) | (ratio > 1 + EPS_HIGH) & (a > 0)) & mask
     assert (lp.grad[clipped] == 0).all() and (lp.grad[mask & ~clipped] != 0).all()
+
+
+@pytest.mark.parametrize("loss", ["grpo", "dr_grpo", "dapo", "bnpo", "reinforce"])
+def test_leaving_out_rows_with_zero_advantage_changes_neither_loss_nor_gradient(loss, monkeypatch):
+    # one group all right (advantage 0), one mixed; micro-batches of 3 rows so bnpo's local means matter
+    rollout = _rollout([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0], [4, 1, 3, 2, 5, 2, 6, 3])
+    grads = {}
+    for skip in (True, False):
+        monkeypatch.setattr(GRPOObjective, "skip_silent_rows", skip)
+        model = _model()
+        obj = GRPOObjective(FixedSource(rollout), GRPOConfig(loss=loss, micro_batch=3), 6)
+        st = obj.step(0, model)
+        total = 0.0
+        for micro in st.batches:
+            value, _ = obj.loss(model, micro, st)
+            value.backward()
+            total += value.item()
+        grads[skip] = (total, [p.grad.clone() for p in model.parameters()], st)
+    (a, ga, sa), (b, gb, sb) = grads[True], grads[False]
+    assert a == pytest.approx(b, abs=1e-7)
+    assert all(torch.allclose(x, y, atol=1e-7) for x, y in zip(ga, gb, strict=True))
+    assert sa.tokens < sb.tokens and sa.flops < sb.flops  # half the rows never ran

@@ -129,6 +129,15 @@ def aggregate(per: torch.Tensor, mask: torch.Tensor, loss: str, counts: StepCoun
     raise ValueError(f"unknown loss type {loss!r}")
 
 
+@dataclass(frozen=True)
+class MicroBatch:
+    """Rows of a rollout to run through the model together, and the tokens of every row of its cut (bnpo's
+    normaliser; rows left out have advantage 0)."""
+
+    rows: torch.Tensor
+    tokens: int
+
+
 @dataclass
 class Rollout:
     """One batch of sampled completions ready to train on: rows prompt + completion, one advantage each."""
@@ -167,11 +176,12 @@ class GRPOObjective(Objective):
     `evaluate` (optional) returns held-out metrics; its `criterion` key (e.g. "val_error", lower is better)
     selects the best checkpoint. `reference`: the frozen starting policy when cfg.beta > 0.
     Logged per step (as train_<name>): entropy, kl (beta > 0), clip_low / clip_high (share of tokens whose ratio
-    the clip stops, by side), and the rollout's stats (reward mean and std, share of groups with zero reward std,
-    completion lengths, sampling FLOPs of the step, ...).
+    the clip stops, by side; these three over the tokens of the rows run through the model), and the rollout's
+    stats (reward mean and std, share of groups with zero reward std, completion lengths, sampling FLOPs, ...).
     """
 
     name = "rl"
+    skip_silent_rows = True  # leave rows with advantage 0 out of the forward pass (tests compare both ways)
 
     def __init__(self, source: RolloutSource, cfg: GRPOConfig, max_tokens: int,
                  evaluate: Callable[[torch.nn.Module], dict] | None = None, criterion: str | None = None,
@@ -197,31 +207,45 @@ class GRPOObjective(Objective):
         r = self.rollout
         b = r.batch
         rows = b.x.shape[0]
-        # micro-batches of similar lengths waste less padding; one micro-batch keeps the rows' order
-        if rows > self.cfg.micro_batch:
-            used = (b.mask * torch.arange(1, b.x.shape[1] + 1)).amax(1)
-            order = torch.argsort(used, descending=True, stable=True)
-        else:
-            order = torch.arange(rows)
-        micro = [order[i:i + self.cfg.micro_batch] for i in range(0, rows, self.cfg.micro_batch)]
-        widths = [b.rows(idx).x.shape[1] for idx in micro]
-        positions = sum(len(idx) * w for idx, w in zip(micro, widths, strict=True))
+        length = (b.mask * torch.arange(1, b.x.shape[1] + 1)).amax(1)  # each row's used width
+        # a row whose advantage is 0 adds nothing to the loss or its gradient when there is no KL term (most rows
+        # of a rollout: groups whose rewards are all equal), so it is not run through the model; the normalisers
+        # still count its tokens, so the loss is the one of the whole step
+        live = r.advantages != 0 if self.cfg.beta == 0 and self.skip_silent_rows else torch.ones(rows, dtype=torch.bool)
+        pool = torch.arange(rows) if self.cfg.loss == "bnpo" else live.nonzero().squeeze(1)
+        # micro-batches of similar lengths waste less padding (bnpo's are cut from every row: its normaliser is
+        # each micro-batch's own token count)
+        if len(pool) > self.cfg.micro_batch:
+            pool = pool[torch.argsort(length[pool], descending=True, stable=True)]
+        cuts = [pool[i:i + self.cfg.micro_batch] for i in range(0, len(pool), self.cfg.micro_batch)] or [pool]
+        micro = [MicroBatch(idx[live[idx]], int(b.mask[idx].sum())) for idx in cuts]
+        widths = [int(length[m.rows].max()) if len(m.rows) else 0 for m in micro]
+        positions = sum(len(m.rows) * w for m, w in zip(micro, widths, strict=True))
         shape = model.config
-        update = sum(len(idx) * w * train_flops_per_token(shape, w) for idx, w in zip(micro, widths, strict=True))
+        update = sum(len(m.rows) * w * train_flops_per_token(shape, w) for m, w in zip(micro, widths, strict=True))
         flops = update
         if self._fresh:
             flops += r.sample_flops
             if self.cfg.beta > 0:  # the reference's forward pass over the rollout: a third of training's
                 flops += update / 3
         norm = {"rows": rows, "tokens": int(b.mask.sum()), "micro_batches": len(micro),
-                "max_tokens": self.max_tokens, "update_flops": flops - (r.sample_flops if self._fresh else 0.0)}
+                "max_tokens": self.max_tokens, "live_tokens": int(b.mask[live].sum()),
+                "update_flops": flops - (r.sample_flops if self._fresh else 0.0)}
         return Step(micro, positions, flops, norm)
 
-    def loss(self, model: torch.nn.Module, batch: torch.Tensor, step: Step) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: torch.nn.Module, batch: MicroBatch, step: Step) -> tuple[torch.Tensor, dict[str, float]]:
         r, cfg = self.rollout, self.cfg
         counts = StepCounts(*(int(step.norm[k]) for k in ("rows", "tokens", "micro_batches", "max_tokens")))
         dev = model_device(model)
-        sub = r.batch.rows(batch).to(dev)
+        parts: dict[str, float] = {}
+        if batch is step.batches[0]:  # step-wide numbers, once per step
+            parts |= dict(r.stats)
+            parts["sample_flops"] = r.sample_flops if self._fresh else 0.0
+            parts["update_flops"] = step.norm["update_flops"]
+        if not len(batch.rows):  # nothing to learn from here (every advantage 0): a loss of 0 without a graph
+            return torch.zeros((), device=dev, requires_grad=True), parts
+        rows = batch.rows
+        sub = r.batch.rows(rows).to(dev)
         width = sub.x.shape[1]
         logits = model(sub.x)
         if cfg.temperature != 1.0:
@@ -232,28 +256,27 @@ class GRPOObjective(Objective):
             if cfg.iterations > 1:  # the later updates of this rollout need the sampling policy's log-probs
                 if r.old_logps is None:
                     r.old_logps = torch.zeros(r.batch.x.shape, dtype=torch.float32)
-                r.old_logps[batch, :width] = old.cpu()
+                r.old_logps[rows, :width] = old.cpu()
         else:
-            old = r.old_logps[batch, :width].to(dev)
-        ref = r.ref_logps[batch, :width].to(dev) if cfg.beta > 0 else None
-        adv = r.advantages[batch].to(dev)
+            old = r.old_logps[rows, :width].to(dev)
+        ref = r.ref_logps[rows, :width].to(dev) if cfg.beta > 0 else None
+        adv = r.advantages[rows].to(dev)
         per, ratio = token_losses(logp, old, adv, cfg.loss, cfg.epsilon, cfg.eps_high, ref, cfg.beta)
-        value = aggregate(per, sub.mask, cfg.loss, counts)
+        if cfg.loss == "bnpo":  # the token mean of this micro-batch, all of its rows counted
+            value = (per * sub.mask).sum() / max(1, batch.tokens) / counts.micro_batches
+        else:
+            value = aggregate(per, sub.mask, cfg.loss, counts)
 
-        with torch.no_grad():
+        with torch.no_grad():  # means over the tokens the model was run on
             m = sub.mask
-            n = max(1, counts.tokens)
-            parts = {"entropy": float(token_entropy(logits, sub).sum()) / n}
+            n = max(1, int(step.norm["live_tokens"]))
+            parts["entropy"] = float(token_entropy(logits, sub).sum()) / n
             if cfg.loss != "reinforce":
                 a = adv[:, None].expand_as(ratio)
                 parts["clip_low"] = float(((ratio < 1 - cfg.epsilon) & (a < 0) & m).sum()) / n
                 parts["clip_high"] = float(((ratio > 1 + cfg.eps_high) & (a > 0) & m).sum()) / n
             if cfg.beta > 0:
                 parts["kl"] = float((kl_k3(logp, ref) * m).sum()) / n
-            if batch is step.batches[0]:  # step-wide numbers, once per step
-                parts |= dict(r.stats)
-                parts["sample_flops"] = r.sample_flops if self._fresh else 0.0
-                parts["update_flops"] = step.norm["update_flops"]
         return value, parts
 
     def evaluate(self, model: torch.nn.Module) -> dict:
