@@ -27,8 +27,7 @@ def rl(
     loss: Annotated[str, typer.Option(help=_help("loss"))] = _default("loss"),
     beta: Annotated[float, typer.Option(help=_help("beta"))] = _default("beta"),
     epsilon: Annotated[float, typer.Option(help=_help("epsilon"))] = _default("epsilon"),
-    epsilon_high: Annotated[float | None, typer.Option(help=_help("epsilon_high") + f" [default: "
-                                                        f"{_default('epsilon_high')}, none with reinforce]")] = None,
+    epsilon_high: Annotated[float | None, typer.Option(help=_help("epsilon_high"))] = None,
     iterations: Annotated[int, typer.Option(help=_help("iterations"))] = _default("iterations"),
     dynamic_sampling: Annotated[bool, typer.Option(help=_help("dynamic_sampling"))] = _default("dynamic_sampling"),
     scale_rewards: Annotated[str, typer.Option(help=_help("scale_rewards"))] = _default("scale_rewards"),
@@ -63,7 +62,8 @@ def rl(
     from datawall.rl.run import run_rl
     from datawall.tasks.registry import parse_task_args
 
-    flags = dict(task=task, task_args=parse_task_args(task_args), steps=steps, prompts_per_step=prompts_per_step,
+    flags = dict(task=task, epsilon_high=epsilon_high, task_args=parse_task_args(task_args), steps=steps,
+                 prompts_per_step=prompts_per_step,
                  prompt_pool=prompt_pool,
                  group=group, loss=loss, beta=beta, epsilon=epsilon, iterations=iterations,
                  dynamic_sampling=dynamic_sampling, scale_rewards=scale_rewards, temperature=temperature,
@@ -73,8 +73,6 @@ def rl(
                  first_problem=first_problem, val_problems=val_problems, eval_every=eval_every,
                  eval_problems=eval_problems, curve_problems=curve_problems, pass_problems=pass_problems,
                  pass_samples=pass_samples, seed=seed, device=device)
-    if epsilon_high is not None:  # unset keeps the config's default (clip-higher), which reinforce drops
-        flags["epsilon_high"] = epsilon_high
     cfg = config_from_flags(RLConfig, **flags)
     result = run_rl(model, cfg, out, quiet=as_json)
     if as_json:

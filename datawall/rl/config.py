@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, m
 from datawall.tasks.prompting import FEWSHOT_POOL
 
 PASS_KS = (1, 4, 16, 64)  # pass@k reported before and after, each from one pool of max(k) samples per problem
+CLIP_HIGHER = 0.28  # DAPO's upper clip, the default of epsilon_high
 
 
 class RLConfig(BaseModel):
@@ -37,8 +38,8 @@ class RLConfig(BaseModel):
     beta: float = Field(0.0, ge=0, description="Weight of the k3 KL to the frozen starting policy (0: none, and no "
                         "reference model is kept).")
     epsilon: float = Field(0.2, gt=0, lt=1, description="Lower clip of the probability ratio: 1 - epsilon.")
-    epsilon_high: float | None = Field(0.28, gt=0, description="Upper clip 1 + epsilon_high (DAPO's clip-higher); "
-                                       "unset = epsilon.")
+    epsilon_high: float | None = Field(None, gt=0, description="Upper clip 1 + epsilon_high (DAPO's clip-higher; "
+                                       f"unset: {CLIP_HIGHER}, none with reinforce).")
     iterations: StrictInt = Field(1, ge=1, description="Policy updates per rollout (GRPO's mu); each is one of "
                                   "--steps.")
     dynamic_sampling: bool = Field(True, description="DAPO's dynamic sampling: replace groups whose rewards are "
@@ -49,7 +50,8 @@ class RLConfig(BaseModel):
     max_tokens: StrictInt | None = Field(None, ge=1, description="Max new tokens per completion (default: 1.5 x "
                                          "the longest reference solution of the validation problems, + 8).")
     lr: float = Field(5e-4, gt=0, description="AdamW learning rate (after a linear warmup, constant).")
-    warmup_steps: StrictInt = Field(10, ge=0, description="Steps of linear learning-rate warmup.")
+    warmup_steps: StrictInt = Field(10, ge=0, description="Steps of linear learning-rate warmup (at most all but "
+                                    "the last step).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of matrices.")
     grad_clip: float = Field(1.0, ge=0, description="Max global gradient norm (0: no clipping).")
     micro_batch: StrictInt = Field(64, ge=1, description="Completions per forward/backward pass, grouped by "
@@ -71,7 +73,7 @@ class RLConfig(BaseModel):
                                             "was trained on this task, else 0).")
     val_problems: StrictInt = Field(200, ge=0, description="Train-split problems after the first ones that are "
                                     "never prompts: greedy accuracy on them picks the best checkpoint (0: keep "
-                                    "the last).")
+                                    "the last; at most half of the train problems past the first ones).")
     eval_every: StrictInt = Field(10, ge=1, description="Steps between validation evaluations.")
     eval_problems: StrictInt = Field(400, ge=1, description="Held-out (test-split) problems of greedy accuracy "
                                      "before and after.")
@@ -94,10 +96,8 @@ class RLConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> RLConfig:
-        if self.loss == "reinforce" and self.epsilon_high is not None and "epsilon_high" in self.model_fields_set:
+        if self.loss == "reinforce" and self.epsilon_high is not None:
             raise ValueError("epsilon_high clips a ratio, and loss reinforce does not clip; drop it")
-        if self.warmup_steps >= self.steps and self.warmup_steps > 0 and "warmup_steps" in self.model_fields_set:
-            raise ValueError(f"warmup_steps {self.warmup_steps} leaves no step at the full lr of {self.steps} steps")
         return self
 
     @classmethod
@@ -109,6 +109,13 @@ class RLConfig(BaseModel):
     def default(cls, name: str) -> Any:
         """A field's default value."""
         return cls.model_fields[name].get_default(call_default_factory=True)
+
+    @property
+    def clip_high(self) -> float | None:
+        """The upper clip width in effect: epsilon_high, CLIP_HIGHER when unset, None for reinforce (no clip)."""
+        if self.loss == "reinforce":
+            return None
+        return CLIP_HIGHER if self.epsilon_high is None else self.epsilon_high
 
     @property
     def pass_ks(self) -> list[int]:

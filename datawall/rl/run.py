@@ -44,6 +44,7 @@ from datawall.train.objectives.sequences import frozen_copy
 from datawall.train.state import HFFormat
 
 ROLLOUT_FILE = "rollout.pt"
+STORE_FILES = ("job.json", "error.txt")
 
 
 class RolloutFormat(HFFormat):
@@ -99,7 +100,8 @@ def _open_run(out: Path, record: dict) -> None:
             raise DatawallError(f"{out} holds a different run (its config.json differs); choose another --out or "
                                 "remove it")
         return
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    # a run store's directory holds its job.json (and error.txt of a failed try) before the run starts
+    if out.exists() and (not out.is_dir() or any(p.name not in STORE_FILES for p in out.iterdir())):
         raise DatawallError(f"--out {out}: exists and is not an RL run directory; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, record)
@@ -137,7 +139,10 @@ def run_rl(model_dir: str | Path, cfg: RLConfig, out: str | Path, quiet: bool = 
         raise DatawallError(f"--model {model_dir}: cannot be loaded: {e}") from None
     model, tok = ckpt.model.to(cfg.device), ckpt.tokenizer
     first = cfg.first_problem if cfg.first_problem is not None else trained_examples(ckpt.meta, task, tok)
-    val = _problems(task, "train", cfg.val_problems, first)
+    size = task.size("train")
+    # a small world keeps at least half of what is left past the first problems for prompts
+    val = _problems(task, "train", cfg.val_problems if size is None else min(cfg.val_problems, (size - first) // 2),
+                    first)
     pool = PromptPool(task, first + len(val), cfg.prompt_pool or None, cfg.seed)
     test = _problems(task, "test", cfg.eval_problems)
     if not test:
@@ -183,7 +188,7 @@ def run_rl(model_dir: str | Path, cfg: RLConfig, out: str | Path, quiet: bool = 
         return metrics
 
     grpo = GRPOConfig(loss=cfg.loss, beta=cfg.beta, epsilon=cfg.epsilon,
-                      epsilon_high=None if cfg.loss == "reinforce" else cfg.epsilon_high,
+                      epsilon_high=cfg.clip_high,
                       iterations=cfg.iterations, temperature=cfg.temperature, micro_batch=cfg.micro_batch)
     reference = frozen_copy(model) if cfg.beta > 0 else None  # the starting policy, before any resume loads
     source = TaskRollouts(task, tok, pool, reward, encode, cfg, max_tokens, stop, cfg.device)
