@@ -3,12 +3,14 @@
 Both train the same checkpoint (TRL loads it through transformers' AutoModelForCausalLM) on the same task's
 train prompts with the same P prompts x G completions per step, the same max completion length, temperature 1,
 the same loss type (dapo unless --loss), clip-higher 0.2/0.28, beta 0, one update per rollout, AdamW, fp32, CPU,
-one torch thread each. The runs alternate (datawall, TRL, datawall, TRL, ...) so that a change in the machine's
-load hits both; each run's first --skip steps are warm-up and not counted. A step is timed from the end of the
-previous optimizer step to the end of this one (sampling, rewards, forward, backward, update): for datawall the
-loop's own step clock (and the process clock when it logs the step), for TRL a TrainerCallback's on_step_end.
-Medians over the counted steps. Wall and process-CPU seconds are both reported;
-CPU seconds are the fairer number on a shared machine (single thread each).
+one torch thread each; TRL without gradient checkpointing (its default turns it on, trading ~20% more compute
+for memory), datawall without dynamic sampling (so both sample exactly P x G completions a step). The runs
+alternate (datawall, TRL, datawall, TRL, ...) so that a change in the machine's load hits both; each run's
+first --skip steps are warm-up and not counted. A step is timed from the end of the previous optimizer step to
+the end of this one (sampling, rewards, forward, backward, update): for datawall the loop's own step clock (and
+the process clock when it logs the step), for TRL a TrainerCallback's on_step_end. Medians over the counted
+steps. Wall and process-CPU seconds are both reported; CPU seconds are the fairer number on a shared machine
+(single thread each).
 
 Models: a checkpoint directory (e.g. the quick study's 100k baseline), or `random:SIZE` for a random-weight
 datawall preset (1m, 5m) with the task's character tokenizer: its completions run to --max-tokens in both
@@ -119,7 +121,8 @@ def trl_steps(model: Path, args, out: Path) -> tuple[list[float], list[float]]:
                         learning_rate=1e-5, loss_type=args.loss, beta=0.0, epsilon=0.2, epsilon_high=0.28,
                         temperature=1.0, top_k=0, top_p=1.0, use_cpu=True, bf16=False, logging_steps=10**6,
                         save_strategy="no", report_to=[], seed=0, disable_tqdm=True, shuffle_dataset=False,
-                        lr_scheduler_type="constant", warmup_steps=0, dataloader_num_workers=0)
+                        lr_scheduler_type="constant", warmup_steps=0, dataloader_num_workers=0,
+                        gradient_checkpointing=False)  # TRL turns it on by default: ~20% slower, to save memory
     tok = AutoTokenizer.from_pretrained(model)
     hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
     trainer = GRPOTrainer(model=hf, reward_funcs=reward, args=config, train_dataset=data, processing_class=tok,

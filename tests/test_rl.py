@@ -140,7 +140,7 @@ def test_a_reward_is_any_function_of_a_problem_and_its_completions(policy, tmp_p
         return [float(len(c) < cut) for c in completions]
 
     cfg = RLConfig(task="arith", task_args=TASK_ARGS, steps=2, prompts_per_step=3, group=4, val_problems=0,
-                   eval_problems=4, pass_problems=0, first_problem=2000)
+                   eval_problems=4, pass_problems=0, first_problem=2000, dynamic_sampling=False)
     with one_thread():
         result = run_rl(policy, cfg, tmp_path / "run", quiet=True, reward=Reward("short", short))
     # called once per prompt with its distinct completions (a repeated text is scored once)

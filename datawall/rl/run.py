@@ -162,18 +162,20 @@ def run_rl(model_dir: str | Path, cfg: RLConfig, out: str | Path, quiet: bool = 
         return [r[0] for r in sample_rewards(model, tok, task, problems, encode, 1, max_tokens, 0.0, stop,
                                              cfg.extract, cfg.seed, cfg.device)]
 
-    def pool_of(seed_name: str) -> list[list[float]]:
+    def pass_pool() -> list[list[float]]:
+        # one seed for both pools: the sampler's randomness is a function of (seed, prompt, sample, step), so
+        # unchanged weights draw the very same pool and a change in pass@k is the weights', not the dice's
         if not passes:
             return []
         return sample_rewards(model, tok, task, passes, encode, cfg.pass_samples, max_tokens, cfg.temperature,
-                              stop, cfg.extract, hash_seed(cfg.seed, seed_name), cfg.device)
+                              stop, cfg.extract, hash_seed(cfg.seed, "pass@k pool"), cfg.device)
 
     before_path = out / "before.json"
     if before_path.is_file():
         before = json.loads(before_path.read_text())
     else:
         start = time.perf_counter()
-        before = {"greedy": greedy(test), "val": greedy(val) if val else [], "pool": pool_of("before"),
+        before = {"greedy": greedy(test), "val": greedy(val) if val else [], "pool": pass_pool(),
                   "curve": greedy(curve) if curve else []}
         before["seconds"] = time.perf_counter() - start
         atomic_write_json(before_path, before)
@@ -211,7 +213,7 @@ def run_rl(model_dir: str | Path, cfg: RLConfig, out: str | Path, quiet: bool = 
         # no evaluation beat the starting policy on the validation split: end on the starting weights
         model.load_state_dict(load_checkpoint(model_dir).model.state_dict())
         best_step = 0
-    after = {"greedy": greedy(test), "pool": pool_of("after")}
+    after = {"greedy": greedy(test), "pool": pass_pool()}
     acc_before, acc_after = accuracy(before["greedy"]), accuracy(after["greedy"])
     change = paired_change(before["greedy"], after["greedy"])
     steps = result.steps
