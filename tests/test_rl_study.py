@@ -63,7 +63,7 @@ def test_rl_is_opt_in_and_plans_one_run_per_seed_on_the_baseline():
     assert all(plan.lever_of[j.key] == "rl" and plan.est_flops[j.key] > 0 for j in rl)
     job = rl[0]
     assert job.config["first_problem"] == 200 and job.config["steps"] == 3 and job.config["loss"] == "grpo"
-    assert plan.label(job.key).startswith("rl 100k, seed")
+    assert plan.label(job.key) == "rl grpo, 3 steps of 4 x 4, seed 0"
     assert Job("rl", dict(job.config), deps=job.deps).key == job.key  # resolved configs are stable
 
 

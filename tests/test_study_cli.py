@@ -57,7 +57,8 @@ def test_dry_run_lists_the_plan(tmp_path):
     from datawall.study.spec import load_preset
 
     seeds = len(load_preset("quick").world.seeds)  # one think run per seed's baseline checkpoint
-    assert kinds.count("think") == seeds and kinds.count("pretrain") == len(kinds) - seeds
+    others = seeds + kinds.count("prefer")  # the preference lever's runs, one per noise and seed
+    assert kinds.count("think") == seeds and kinds.count("pretrain") == len(kinds) - others
     think = next(r for r in plan["runs"] if r["kind"] == "think")
     assert think["deps"][0] in {r["key"] for r in plan["runs"] if r["kind"] == "pretrain"}
     assert think["lever"] == "test_time" and think["est_flops"] > 0

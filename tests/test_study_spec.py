@@ -43,9 +43,12 @@ def test_gpu_preset_targets_cuda():
                                                                "'best-of-n' needs a reward model"),
     ({"levers": {"test_time": {"n": []}}}, "study.toml: levers.test_time.n: give at least one sample count"),
     ({"levers": {"repetition": {"epochs": [0]}}}, "study.toml: levers.repetition.epochs.0:"),
-    ({"levers": {"preference": {"enabled": True}}}, "study.toml: levers.preference: not available yet"),
     ({"levers": {"rl": {"group": 1}}}, "study.toml: levers.rl.group: Input should be greater than or equal to 2"),
-    ({"levers": {"synthetic": {"enabled": True, "teacher": "x"}}}, "study.toml: levers.synthetic: not available yet"),
+    ({"levers": {"synthetic": {"enabled": True, "teacher": "x"}}}, "study.toml: levers.synthetic.teacher: teacher "
+                                                                   "'x': give 'baseline' or a model size"),
+    ({"levers": {"synthetic": {"strategy": "best-of-4"}}}, "study.toml: levers.synthetic.strategy: best-of-K needs "
+                                                           "a reward model"),
+    ({"levers": {"synthetic": {"examples": []}}}, "study.toml: levers.synthetic.examples: give at least one S"),
     ({"budget": {"max_train_flops": "-1"}}, "study.toml: budget.max_train_flops: must be a positive"),
     ({"budget": {"max_flops": 0}}, "study.toml: budget.max_flops: Input should be greater than 0"),
     # booleans are not counts (pydantic alone would read true as 1)
@@ -77,7 +80,7 @@ def test_counts_and_reserved_levers_switched_off_are_accepted():
     spec = parse_spec({"world": {"unique_examples": "2k", "task_args": {"digits": 2, "ops": "add"}},
                        "budget": {"max_train_flops": "3e12", "max_flops": "1e13"}, "queries": {"expected": "1M"},
                        "train": {"device": "cuda:1"},  # a valid name: whether it exists is checked when runs run
-                       "levers": {"preference": {"enabled": False, "steps": 10},
+                       "levers": {"rl": {"enabled": False, "steps": 10},
                                   "test_time": {"strategies": ["maj", "pass", "majority"], "n": ["1k", 4, 4]}}},
                       "s.toml")
     assert spec.world.unique_examples == 2000

@@ -99,5 +99,5 @@ def label(p: dict, base: dict) -> str:
            "on the baseline"
 
 
-LEVER = Lever(name=NAME, section=RL, title="RL with verifiable rewards", noun="RL on the verifier", color="C4",
+LEVER = Lever(name=NAME, section=RL, title="RL with verifiable rewards", noun="RL on the verifier", color="C6",
               jobs=jobs, points=points, label=label, tag=lambda p: f"RL {p['rl_steps']}")
