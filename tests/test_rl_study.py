@@ -39,6 +39,12 @@ enabled = false
 [levers.test_time]
 enabled = false
 
+[levers.synthetic]
+enabled = false
+
+[levers.preference]
+enabled = false
+
 [levers.rl]
 enabled = true
 steps = 3
@@ -51,8 +57,8 @@ loss = "grpo"
 def test_rl_is_opt_in_and_plans_one_run_per_seed_on_the_baseline():
     import tomllib
 
-    off = make_plan(parse_spec({"levers": {"scale": {"enabled": False}, "repetition": {"enabled": False},
-                                           "test_time": {"enabled": False}}}, "s.toml"))
+    others_off = {name: {"enabled": False} for name in LEVERS if name != "rl"}
+    off = make_plan(parse_spec({"levers": others_off}, "s.toml"))
     assert [j.kind for j in off.jobs] == ["pretrain"]  # a spec that does not ask for RL runs none
     data = tomllib.loads(SPEC)
     data["world"]["seeds"] = [0, 1]
