@@ -44,7 +44,7 @@ def test_bad_spec_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     assert e.value.code == 2
     out = capsys.readouterr()
     assert out.err.strip() == ("error: study.toml: levers.scale.sizes.1: unknown model size '7m'; "
-                               "sizes: 100k, 1m, 5m, 25m")
+                               "sizes: 100k, 300k, 1m, 5m, 25m")
     assert out.out == ""
 
 

@@ -31,7 +31,7 @@ def pretrain(
     task: Annotated[str | None, typer.Option(help="Task world: arith, trace, countdown or jsonl:PATH.")] = None,
     task_args: TaskArgs = "",
     corpus: Annotated[str | None, typer.Option(help="Text corpus: 'stdlib' or a file/dir/.jsonl.")] = None,
-    size: Annotated[str, typer.Option(help="Model preset: 100k, 1m, 5m, 25m.")] = "1m",
+    size: Annotated[str, typer.Option(help="Model preset: 100k, 300k, 1m, 5m, 25m.")] = "1m",
     tokens: Annotated[str, typer.Option(help="Training tokens D, e.g. 2M.")] = "2M",
     unique_tokens: Annotated[str | None, typer.Option(help="Cap U on unique training tokens (repeats data).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Sequences per optimizer step "
