@@ -43,7 +43,7 @@ def test_gpu_preset_targets_cuda():
                                                                "'best-of-n' needs a reward model"),
     ({"levers": {"test_time": {"n": []}}}, "study.toml: levers.test_time.n: give at least one sample count"),
     ({"levers": {"repetition": {"epochs": [0]}}}, "study.toml: levers.repetition.epochs.0:"),
-    ({"levers": {"rl": {"enabled": True}}}, "study.toml: levers.rl: not available yet"),
+    ({"levers": {"rl": {"group": 1}}}, "study.toml: levers.rl.group: Input should be greater than or equal to 2"),
     ({"levers": {"synthetic": {"enabled": True, "teacher": "x"}}}, "study.toml: levers.synthetic.teacher: teacher "
                                                                    "'x': give 'baseline' or a model size"),
     ({"levers": {"synthetic": {"strategy": "best-of-4"}}}, "study.toml: levers.synthetic.strategy: best-of-K needs "
