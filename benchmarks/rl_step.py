@@ -16,10 +16,16 @@ Models: a checkpoint directory (e.g. the quick study's 100k baseline), or `rando
 datawall preset (1m, 5m) with the task's character tokenizer: its completions run to --max-tokens in both
 frameworks (a random model rarely draws eos), so each step does the same work in each.
 
+Rewards: the task's verifier, or `--reward random` (datawall's control: a seeded coin per completion, the same
+function in both). A random model is never right, so under the verifier every advantage is 0 and datawall,
+which leaves rows with advantage 0 out of the forward pass (beta 0), would skip the update altogether while
+TRL still runs it; random:SIZE therefore defaults to the coin, which gives every group an update. On a trained
+checkpoint the verifier's all-equal groups are real, and skipping them is part of datawall's speed.
+
 Run: .venv/bin/python benchmarks/rl_step.py --model /work/shared-runs/baseline/checkpoint --steps 12
      .venv/bin/python benchmarks/rl_step.py --model random:1m --steps 8
-     .venv/bin/python benchmarks/rl_step.py --model /work/shared-runs/smollm2 --task rg:gsm_symbolic --prompts 2 \
-        --group 4 --max-tokens 64 --steps 4 --skip 1 --rounds 1
+     .venv/bin/python benchmarks/rl_step.py --model /work/shared-runs/smollm2 --task rg:gsm_symbolic --chat \
+        --reward random --prompts 2 --group 4 --max-tokens 64 --steps 4 --skip 1 --rounds 1
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from common import machine  # noqa: E402
 from datawall.data.tokenizer import Tokenizer  # noqa: E402
 from datawall.model import Transformer, model_config, save_checkpoint  # noqa: E402
 from datawall.rl import RLConfig, run_rl  # noqa: E402
+from datawall.rl.rewards import random_reward  # noqa: E402
 from datawall.tasks import get_task  # noqa: E402
 from datawall.tasks.registry import parse_task_args  # noqa: E402
 
@@ -61,7 +68,8 @@ def datawall_steps(model: Path, args, out: Path) -> tuple[list[float], list[floa
                    prompts_per_step=args.prompts, group=args.group, loss=args.loss, max_tokens=args.max_tokens,
                    lr=1e-5, warmup_steps=0, eval_every=args.steps, val_problems=0, eval_problems=1,
                    dynamic_sampling=False, prompt_pool=0,  # TRL's prompts: the same train problems, in order
-                   pass_problems=0, micro_batch=args.micro_batch, first_problem=args.first_problem, chat=args.chat)
+                   pass_problems=0, micro_batch=args.micro_batch, first_problem=args.first_problem, chat=args.chat,
+                   reward=args.reward)
     marks = [time.process_time()]
     logged = loop.append_jsonl
 
@@ -96,8 +104,12 @@ def trl_steps(model: Path, args, out: Path) -> tuple[list[float], list[float]]:
         prompts = [p.prompt for p in problems]
     data = Dataset.from_dict({"prompt": prompts, "index": list(range(n))})
 
+    coin = random_reward(0).fn  # datawall's control reward (RLConfig's seed 0): the same coin per completion
+
     def reward(prompts, completions, index, **kw):
         texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        if args.reward == "random":
+            return [coin(problems[i], [t])[0] for i, t in zip(index, texts, strict=True)]
         return [task.verify(problems[i], t) for i, t in zip(index, texts, strict=True)]
 
     wall, cpu = [], []
@@ -140,6 +152,9 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=54)
     ap.add_argument("--loss", default="dapo")
+    ap.add_argument("--reward", choices=["verifier", "random"], default=None,
+                    help="verifier (default for a checkpoint) or random (a seeded coin per completion, in both; "
+                         "default for random:SIZE, whose verifier rewards are all 0)")
     ap.add_argument("--steps", type=int, default=12, help="optimizer steps per run")
     ap.add_argument("--skip", type=int, default=2, help="warm-up steps per run not counted")
     ap.add_argument("--rounds", type=int, default=2, help="datawall/TRL run pairs, alternating")
@@ -148,6 +163,8 @@ def main() -> None:
     ap.add_argument("--chat", action="store_true")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     args = ap.parse_args()
+    if args.reward is None:
+        args.reward = "random" if args.model.startswith("random:") else "verifier"
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -167,7 +184,8 @@ def main() -> None:
                   f"s/step (wall, median)", flush=True)
     result = {
         "model": args.model, "task": args.task, "task_args": args.task_args, "prompts": args.prompts,
-        "group": args.group, "max_tokens": args.max_tokens, "loss": args.loss, "steps_counted": len(dw_wall),
+        "group": args.group, "max_tokens": args.max_tokens, "loss": args.loss, "reward": args.reward,
+        "steps_counted": len(dw_wall),
         "datawall_wall_s_per_step": statistics.median(dw_wall), "trl_wall_s_per_step": statistics.median(trl_wall),
         "datawall_cpu_s_per_step": statistics.median(dw_cpu), "trl_cpu_s_per_step": statistics.median(trl_cpu),
         "machine": machine(), "loadavg": open("/proc/loadavg").read().split()[:3],
