@@ -7,7 +7,9 @@ training on them (datawall.rl counts both); its inference per query is the basel
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
@@ -90,7 +92,15 @@ def points(plan: Plan, mine: list[Point], base: dict, results: dict[str, dict], 
         "dollars": train_dollars + q_dollars * plan.spec.queries.expected,
         "accuracy": acc, "accuracy_se": se, "ci_low": lo, "ci_high": hi,
         "accuracy_seeds": [r["accuracy_after"] for r in rs], "eval_loss": None, "eval_loss_seeds": [],
+        # the final policy's reward per held-out problem (the baseline's problems, in order): paired gains
+        "per_problem_seeds": [_after_rewards(r) for r in rs],
     }]
+
+
+def _after_rewards(result: dict) -> list[float] | None:
+    """The rl run's greedy reward per held-out problem after training (after.json), or None if it has none."""
+    path = Path(result.get("run_dir", "")) / "after.json"
+    return json.loads(path.read_text())["greedy"] if path.is_file() else None
 
 
 def label(p: dict, base: dict) -> str:
