@@ -75,6 +75,13 @@ def check_summary(s: dict) -> None:
             if len(ranked) > 1 and steps[ranked[1]][key] > 0:
                 assert f"{top[key] / steps[ranked[1]][key]:.1f}x more than" in sentence
             assert ("interval includes zero" in sentence) == (lo <= 0)
+            significant = [lv for lv in ranked if steps[lv][f"{key}_ci"][0] > 0]
+            assert rec["best_significant"] == (significant[0] if significant else None)
+            if lo <= 0 and significant:
+                st = steps[significant[0]]
+                u = power_of_ten(st["extra_compute"])
+                assert "best lever whose interval excludes zero" in sentence
+                assert f"{100 * u * st[key]:+.1f} points [{100 * u * st[f'{key}_ci'][0]:.1f}, " in sentence
         elif rec["lever"] is not None and ranked and steps[ranked[0]][key] > 0:
             by = rec["by_dollar"]
             assert by["lever"] == ranked[0] and by["gain_per_dollar"] == steps[ranked[0]][key]

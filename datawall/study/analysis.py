@@ -165,8 +165,15 @@ def recommend(steps: dict[str, dict | None], dollar_steps: dict[str, dict | None
     if cost := safety_cost(s):
         sentence += f", but {cost}"
     sentence += "."
+    sure = next(((lv, t) for lv, t in ranked if t["gain_per_flop_ci"][0] > 0), None)
     if s["gain_per_flop_ci"][0] <= 0:
-        sentence += " (Its interval includes zero: more seeds or held-out problems would be needed to be sure.)"
+        sentence += " (Its interval includes zero: more seeds or held-out problems would be needed to be sure."
+        if sure is not None:
+            su = _unit(sure[1]["extra_compute"])
+            sp = [100 * su * v for v in (sure[1]["gain_per_flop"], *sure[1]["gain_per_flop_ci"])]
+            sentence += (f" The best lever whose interval excludes zero is {LEVERS[sure[0]].noun}: "
+                         f"{sp[0]:+.1f} points [{sp[1]:.1f}, {sp[2]:.1f}] per {sci(su)} extra FLOPs.")
+        sentence += ")"
     dranked = sorted(((lv, d) for lv, d in dollar_steps.items() if d is not None),
                      key=lambda t: -t[1]["gain_per_dollar"])
     by_dollar = None
@@ -185,6 +192,7 @@ def recommend(steps: dict[str, dict | None], dollar_steps: dict[str, dict | None
                 "gain_per_flop_ci": s["gain_per_flop_ci"], "gain_per_dollar": s["gain_per_dollar"],
                 "gain_per_dollar_ci": s["gain_per_dollar_ci"], "compute": s["compute"], "dollars": s["dollars"],
                 "extra_compute": s["extra_compute"], "extra_dollars": s["extra_dollars"], "by_dollar": by_dollar,
+                "best_significant": None if sure is None else sure[0],
                 **_safety_fields(s)})
     return rec
 
