@@ -16,6 +16,7 @@ gives the same samples except where a uniform lands within rounding of a token's
 from __future__ import annotations
 
 import torch
+import torch._dynamo.config as dynamo_config
 import torch.fx.experimental._config as fx_config
 import torch.nn.functional as F
 from torch import nn
@@ -168,9 +169,12 @@ def compiled_step(model: torch.nn.Module, tokens: torch.Tensor, cache: KVCache) 
     _dynamic(*[(c, d) for c in caches for d in (1, 3)], *[(p, d) for p in prefixes or () for d in (1, 3)])
     weights = [_weights(b) for b in model.blocks]
     k = layers_per_graph(len(caches))
-    # no duck sizing: a cache length that happens to equal another dimension (say head_dim) at the first call
-    # would otherwise be traced as that dimension and recompiled at the next step
-    with fx_config.patch(use_duck_shape=False):
+    # Only the marked dimensions are dynamic. No automatic dynamic shapes: a second model's weights would fail the
+    # first one's guards and be traced with symbolic sizes (generic loops, slower than eager); it gets its own
+    # static graphs instead, two per model, within a raised recompile limit. No duck sizing: a cache length that
+    # happens to equal another dimension (say head_dim) at the first call would be traced as that dimension.
+    with dynamo_config.patch(automatic_dynamic_shapes=False, recompile_limit=64), \
+            fx_config.patch(use_duck_shape=False):
         for i in range(0, len(caches), k):
             x = _compiled[0](x, cos, sin, caches[i : i + k], bias, None if prefixes is None else prefixes[i : i + k],
                              cache.prefix_bias, weights[i : i + k], (cfg.n_heads, cfg.n_kv_heads), cfg.norm_eps)
