@@ -9,7 +9,20 @@ import sys  # noqa: E402
 
 import typer  # noqa: E402
 
-from datawall.commands import imports, laws, models, reward, runs, serve, study, synth, tasks, think  # noqa: E402
+from datawall.commands import (  # noqa: E402
+    imports,
+    laws,
+    models,
+    prefer,
+    reward,
+    runs,
+    safety,
+    serve,
+    study,
+    synth,
+    tasks,
+    think,
+)
 from datawall.errors import DatawallError  # noqa: E402
 
 HELP = """Measure where the next FLOP (or dollar) buys the most model quality when unique data runs out.
@@ -57,11 +70,13 @@ app.add_typer(laws.app, name="laws")
 app.add_typer(runs.app, name="runs")
 app.add_typer(study.app, name="study")
 app.add_typer(synth.app, name="synth")
+app.add_typer(safety.app, name="safety")
 models.register(app)  # pretrain, eval, sample
 serve.register(app)
 think.register(app)
 reward.register(app)  # reward train
 imports.register(app)  # import FILE.gguf OUT
+prefer.register(app)  # prefer pairs | train | reward | overopt
 
 
 def main() -> None:

@@ -37,6 +37,12 @@ epochs = [1, 2]
 [levers.test_time]
 strategies = ["majority", "pass@k"]
 n = [1, 2, 4]
+
+[levers.synthetic]  # tests/test_synth_study.py runs it on a study of its own
+enabled = false
+
+[levers.preference]  # its own tiny study: tests/test_prefer_study.py
+enabled = false
 """
 
 _CACHE: dict[str, tuple[Path, dict]] = {}

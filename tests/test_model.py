@@ -30,7 +30,7 @@ def tiny(**overrides) -> Transformer:
     return model
 
 
-@pytest.mark.parametrize("name,target", [("100k", 1e5), ("1m", 1e6), ("5m", 5e6), ("25m", 25e6)])
+@pytest.mark.parametrize("name,target", [("100k", 1e5), ("300k", 3e5), ("1m", 1e6), ("5m", 5e6), ("25m", 25e6)])
 def test_presets_are_named_by_non_embedding_params(name, target):
     for vocab in (64, 4096):
         cfg = model_config(name, vocab_size=vocab, max_seq_len=128)
@@ -44,7 +44,7 @@ def test_presets_are_named_by_non_embedding_params(name, target):
 
 
 def test_model_config_errors_and_overrides():
-    with pytest.raises(DatawallError, match="100k, 1m, 5m, 25m"):
+    with pytest.raises(DatawallError, match="100k, 300k, 1m, 5m, 25m"):
         model_config("7b", vocab_size=10, max_seq_len=8)
     with pytest.raises(DatawallError, match="n_kv_heads"):
         model_config("1m", vocab_size=10, max_seq_len=8, n_kv_heads=3)

@@ -44,7 +44,7 @@ def test_bad_spec_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     assert e.value.code == 2
     out = capsys.readouterr()
     assert out.err.strip() == ("error: study.toml: levers.scale.sizes.1: unknown model size '7m'; "
-                               "sizes: 100k, 1m, 5m, 25m")
+                               "sizes: 100k, 300k, 1m, 5m, 25m")
     assert out.out == ""
 
 
@@ -57,7 +57,8 @@ def test_dry_run_lists_the_plan(tmp_path):
     from datawall.study.spec import load_preset
 
     seeds = len(load_preset("quick").world.seeds)  # one think run per seed's baseline checkpoint
-    assert kinds.count("think") == seeds and kinds.count("pretrain") == len(kinds) - seeds
+    others = seeds + kinds.count("prefer")  # the preference lever's runs, one per noise and seed
+    assert kinds.count("think") == seeds and kinds.count("pretrain") == len(kinds) - others
     think = next(r for r in plan["runs"] if r["kind"] == "think")
     assert think["deps"][0] in {r["key"] for r in plan["runs"] if r["kind"] == "pretrain"}
     assert think["lever"] == "test_time" and think["est_flops"] > 0

@@ -93,7 +93,8 @@ def test_a_new_lever_needs_only_its_module(monkeypatch, tmp_path):
     monkeypatch.setattr(spec_module, "StudySpec", ToySpec)
     data = {"world": {"task": "arith", "task_args": {"digits": 1}, "unique_examples": 60, "eval_problems": 15},
             "train": {"seq_len": 32}, "baseline": {"epochs": 2},
-            "levers": {"scale": {"enabled": False}, "test_time": {"enabled": False},
+            "levers": {"scale": {"enabled": False}, "test_time": {"enabled": False}, "synthetic": {"enabled": False},
+                       "preference": {"enabled": False},
                        "repetition": {"epochs": [1, 2, 3]}, "longer": {"factors": [2, 4]}}}
     with pytest.raises(Exception, match=r"levers\.longer\.factorz: unknown key"):
         parse_spec({"levers": {"longer": {"factorz": [2]}}}, "toy.toml")

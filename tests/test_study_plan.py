@@ -17,7 +17,7 @@ BASE = {"world": {"task": "arith", "task_args": {"digits": 1, "ops": "add,sub"},
         "train": {"seq_len": 32},
         "baseline": {"size": "100k", "epochs": 2},
         "levers": {"scale": {"sizes": ["100k", "1m"]}, "repetition": {"epochs": [1, 2, 4]},
-                   "test_time": {"n": [1, 4]}}}
+                   "test_time": {"n": [1, 4]}, "synthetic": {"enabled": False}, "preference": {"enabled": False}}}
 
 
 def spec(**over):
@@ -70,6 +70,18 @@ def test_same_spec_same_keys_and_a_changed_setting_changes_only_its_runs():
     assert [j.key for j in a.jobs] == [j.key for j in b.jobs]
     c = make_plan(spec(levers={"scale": {"sizes": ["100k", "5m"]}}))
     assert len({j.key for j in a.jobs} & {j.key for j in c.jobs}) == len(a.jobs) - 2  # only the 1m runs differ
+
+
+def test_a_size_of_its_own_lr_changes_only_that_sizes_runs():
+    a = make_plan(spec())
+    c = make_plan(spec(train={"seq_len": 32, "lr_by_size": {"1M": 1e-3}}))
+    assert len({j.key for j in a.jobs} & {j.key for j in c.jobs}) == len(a.jobs) - 2  # only the 1m runs differ
+    lrs = {(j.config["size"], j.config["train"]["optim"]["lr"]) for j in c.jobs if j.kind == "pretrain"}
+    assert lrs == {("100k", 3e-3), ("1m", 1e-3)}
+    with pytest.raises(DatawallError, match="train.lr_by_size.2m.*unknown model size"):
+        spec(train={"lr_by_size": {"2m": 1e-3}})
+    with pytest.raises(DatawallError, match="train.lr_by_size.1m"):
+        spec(train={"lr_by_size": {"1m": 0}})
 
 
 def test_disabled_levers_plan_no_runs():

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 from study_tiny import tiny_study
 
@@ -199,3 +200,46 @@ def test_seed_spread_and_gain_eligibility():
     assert hi == pytest.approx((0.2 + 1.959964 * math.sqrt(2) * 0.01) / 100)
     assert pts[1]["gain_per_flop"] is None  # cheaper than the reference: on the frontier, not a step
     assert pts[2]["gain_per_flop"] is None  # oracle: never a step
+
+
+def test_paired_gain_uses_the_per_problem_differences():
+    from datawall.study.analysis import add_gains
+    from datawall.study.levers.measure import paired_gain
+
+    rng = np.random.default_rng(0)
+    base = [rng.integers(0, 2, 400).astype(float) for _ in range(2)]
+    # the point gets right what the baseline got right, plus 10% of the problems it got wrong
+    better = [np.maximum(b, rng.random(400) < 0.1).astype(float) for b in base]
+    gain, se = paired_gain([list(x) for x in better], [list(x) for x in base])
+    assert gain == pytest.approx(float(np.mean([x.mean() for x in better]) - np.mean([x.mean() for x in base])))
+    unpaired = math.hypot(*(math.sqrt(0.25 / 400) for _ in range(2)))
+    assert 0 < se < unpaired / 2  # the two models agree on most problems: the paired interval is much narrower
+    assert paired_gain([list(better[0])], [list(base[0]), list(base[1])]) is None  # seeds do not line up
+    assert paired_gain([None], [list(base[0])]) is None
+    ref = {"accuracy": 0.5, "accuracy_se": 0.02, "compute": 100.0, "dollars": 1.0, "oracle": False,
+           "per_problem_seeds": [list(b) for b in base]}
+    pt = {"accuracy": float(np.mean([x.mean() for x in better])), "accuracy_se": 0.02, "compute": 200.0,
+          "dollars": 2.0, "oracle": False, "per_problem_seeds": [list(b) for b in better]}
+    add_gains([pt], ref)
+    assert pt["paired"] and pt["gain_ci"][0] > 0
+
+
+def test_ranking_orders_every_lever_and_names_the_runner_up_ratio(study):
+    _, s = study
+    for axis in ("flop", "dollar"):
+        ranking = s["ranking"][axis]
+        assert {r["lever"] for r in ranking} == set(s["levers"])
+        key = f"gain_per_{axis}"
+        measured = [r for r in ranking if r["label"] is not None]
+        assert [r[key] for r in measured] == sorted((r[key] for r in measured), reverse=True)
+        for r in measured:
+            step = s["steps"][r["lever"]]
+            assert r["label"] == step["label"] and r[key] == step[key]
+        for this, nxt in zip(measured, measured[1:], strict=False):
+            if this[key] > 0 and nxt[key] > 0:
+                assert this["ratio_to_next"] == pytest.approx(this[key] / nxt[key])
+    if s["recommendation"]["lever"] is not None:
+        assert s["ranking"]["flop"][0]["lever"] == s["recommendation"]["lever"]
+    md = (study[0] / "out" / "summary.md").read_text()
+    assert "## Levers ranked by accuracy per extra FLOP" in md
+    assert all("per_problem_seeds" not in p for pts in s["levers"].values() for p in pts)

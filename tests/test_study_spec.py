@@ -44,7 +44,11 @@ def test_gpu_preset_targets_cuda():
     ({"levers": {"test_time": {"n": []}}}, "study.toml: levers.test_time.n: give at least one sample count"),
     ({"levers": {"repetition": {"epochs": [0]}}}, "study.toml: levers.repetition.epochs.0:"),
     ({"levers": {"rl": {"enabled": True}}}, "study.toml: levers.rl: not available yet"),
-    ({"levers": {"synthetic": {"enabled": True, "teacher": "x"}}}, "study.toml: levers.synthetic: not available yet"),
+    ({"levers": {"synthetic": {"enabled": True, "teacher": "x"}}}, "study.toml: levers.synthetic.teacher: teacher "
+                                                                   "'x': give 'baseline' or a model size"),
+    ({"levers": {"synthetic": {"strategy": "best-of-4"}}}, "study.toml: levers.synthetic.strategy: best-of-K needs "
+                                                           "a reward model"),
+    ({"levers": {"synthetic": {"examples": []}}}, "study.toml: levers.synthetic.examples: give at least one S"),
     ({"budget": {"max_train_flops": "-1"}}, "study.toml: budget.max_train_flops: must be a positive"),
     ({"budget": {"max_flops": 0}}, "study.toml: budget.max_flops: Input should be greater than 0"),
     # booleans are not counts (pydantic alone would read true as 1)

@@ -11,6 +11,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from local_server import running
+from synth_cli import run, run_json
 from tiny_arith import TASK, one_thread, trained_policy
 from typer.testing import CliRunner
 
@@ -29,14 +30,6 @@ RESULT_KEYS = {"generated", "kept", "kept_precision", "flops", "dollars", "flops
                "strategy", "filter", "dropped", "cost", "sampling", "start", "problems", "task", "seed"}
 
 
-def run(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def run_json(*args: str) -> dict:
-    result = run(*args, "--json")
-    assert result.exit_code == 0, (result.output, result.exception)
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def rows_of(out) -> list[dict]:
@@ -403,3 +396,5 @@ def test_synth_help_names_its_commands():
     assert result.exit_code == 0 and "generate" in result.stdout
     text = " ".join(result.stdout.split())
     assert all(word in text for word in ("(generate)", "(compare)", "(iterate)", "(collapse)"))
+    commands = text.split("Commands", 1)[1]
+    assert all(f" {name} " in commands for name in ("generate", "compare", "iterate", "collapse"))

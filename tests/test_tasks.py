@@ -213,10 +213,12 @@ def test_settings_are_validated_with_clear_errors():
         assert "\n" not in str(e.value)
     with pytest.raises(DatawallError, match="count"):
         get_task("countdown", count=9)
-    with pytest.raises(DatawallError, match=r"unknown task 'arithmetic' \(known: arith, trace, countdown, jsonl:PATH"):
+    with pytest.raises(DatawallError,
+                       match=r"unknown task 'arithmetic' \(known: arith, trace, countdown, lab, jsonl:PATH"):
         get_task("arithmetic")
     names = [name for name, _ in list_tasks()]
-    assert names == ["arith", "trace", "countdown", "jsonl:PATH", "rg:NAME"] and all(desc for _, desc in list_tasks())
+    assert names == ["arith", "trace", "countdown", "lab", "jsonl:PATH", "rg:NAME"] and all(desc for _, desc in
+                                                                                           list_tasks())
 
 
 def test_bad_split_and_index():

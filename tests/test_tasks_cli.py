@@ -25,7 +25,7 @@ def test_list_human_and_json():
     result = runner.invoke(app, ["tasks", "list", "--json"])
     assert result.exit_code == 0
     tasks = {t["name"]: t for t in json.loads(result.stdout)["tasks"]}
-    assert set(tasks) == {"arith", "trace", "countdown", "jsonl:PATH", "rg:NAME"}
+    assert set(tasks) == {"arith", "trace", "countdown", "lab", "jsonl:PATH", "rg:NAME"}
     assert tasks["arith"]["settings"]["digits"]["default"] == 3
 
 

@@ -31,7 +31,7 @@ def pretrain(
     task: Annotated[str | None, typer.Option(help="Task world: arith, trace, countdown or jsonl:PATH.")] = None,
     task_args: TaskArgs = "",
     corpus: Annotated[str | None, typer.Option(help="Text corpus: 'stdlib' or a file/dir/.jsonl.")] = None,
-    size: Annotated[str, typer.Option(help="Model preset: 100k, 1m, 5m, 25m.")] = "1m",
+    size: Annotated[str, typer.Option(help="Model preset: 100k, 300k, 1m, 5m, 25m.")] = "1m",
     tokens: Annotated[str, typer.Option(help="Training tokens D, e.g. 2M.")] = "2M",
     unique_tokens: Annotated[str | None, typer.Option(help="Cap U on unique training tokens (repeats data).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Sequences per optimizer step "
@@ -47,23 +47,39 @@ def pretrain(
     seed: Annotated[int, typer.Option(help="Seed for init and data order.")] = 0,
     init: Annotated[Path | None, typer.Option(help="Start from this checkpoint (weights, tokenizer, shape): "
                                               "supervised fine-tuning; --size is then ignored.")] = None,
+    synthetic: Annotated[list[Path] | None, typer.Option(help="A `datawall synth generate` run directory whose kept "
+                                                         "rows are trained on besides the U real examples "
+                                                         "(repeatable: read in order).")] = None,
+    synthetic_examples: Annotated[str | None, typer.Option(help="S: the first S kept synthetic rows (default: "
+                                                           "all).")] = None,
+    synthetic_ratio: Annotated[float | None, typer.Option(help="Share of training rows that are synthetic (default "
+                                                          "S / (U + S): the same epochs over each).")] = None,
+    synthetic_epochs: Annotated[float | None, typer.Option(help="Passes over the S synthetic examples within "
+                                                           "--tokens; the real examples take the rest.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Pretrain a model on a task world or a corpus under a token budget D with at most U unique tokens."""
+    """Pretrain a model on a task world or a corpus under a token budget D with at most U unique tokens.
+
+    With --synthetic DIR the U real examples are mixed with S teacher-written ones (from `datawall synth generate`);
+    the result's flops then count the teacher's generation of the S examples used (synthetic_flops) besides this
+    run's training (train_flops).
+    """
     from datawall.model import checkpoint_dir
     from datawall.tasks.registry import parse_task_args
     from datawall.train.config import OptimConfig, TrainConfig
+    from datawall.train.evaluate import safety_line
     from datawall.train.run import DataSpec, RunSpec, execute
 
     batch_size = batch_size or (128 if task else 32)
     from datawall.device import require_device
 
     require_device(device)
+    syn = _synthetic_spec(synthetic, synthetic_examples, synthetic_ratio, synthetic_epochs, task, task_args)
     try:
         spec = RunSpec(
             data=DataSpec(task=task, task_args=parse_task_args(task_args), corpus=corpus,
                           unique_tokens=parse_count(unique_tokens, "--unique-tokens") if unique_tokens else None,
-                          vocab_size=vocab_size),
+                          vocab_size=vocab_size, synthetic=syn),
             size=size,
             init=str(checkpoint_dir(init).resolve()) if init else None,
             train=TrainConfig(tokens=parse_count(tokens, "--tokens"), batch_size=batch_size, seq_len=seq_len,
@@ -83,11 +99,46 @@ def pretrain(
                  f"({result['params_non_embedding']:,} non-embedding), {result['tokens']:,} tokens "
                  f"({result['epochs']:.2f} epochs of {result['unique_tokens']:,} unique), "
                  f"{result['flops']:.3g} FLOPs, {result['wall_seconds']:.0f} s")
+    if "synthetic_examples" in result:
+        teacher = result["synthetic_flops"]
+        stderr.print(f"synthetic: {result['synthetic_examples']:,} examples ({result['synthetic_share']:.1%} of rows, "
+                     f"{result['synthetic_epochs']:.2f} epochs; real {result['epochs']:.2f} epochs); FLOPs "
+                     f"{result['train_flops']:.3g} training + "
+                     + ("unknown" if teacher is None else f"{teacher:.3g}") + " teacher generation")
     line = f"eval loss {result['eval_loss']:.4f}"
     if "accuracy" in result:
         line += (f"  held-out accuracy {result['accuracy']:.1%} "
                  f"[{result['ci_low']:.1%}, {result['ci_high']:.1%}] on {result['eval_problems']} problems")
     print(line)
+    if safety := safety_line(result):  # a world with hazard cases
+        print(safety)
+
+
+def _synthetic_spec(paths: list[Path] | None, examples: str | None, ratio: float | None, epochs: float | None,
+                    task: str | None, task_args: str):
+    """DataSpec.synthetic of the --synthetic* flags (None without --synthetic), its rows read and digested now, so
+    a resumed run refuses data that changed; a bad flag is one line naming it."""
+    from datawall.data.synthetic import SyntheticSpec, read_synthetic
+    from datawall.tasks.registry import parse_task_args
+
+    if not paths:
+        given = [f for f, v in (("--synthetic-examples", examples), ("--synthetic-ratio", ratio),
+                                ("--synthetic-epochs", epochs)) if v is not None]
+        if given:
+            raise DatawallError(f"{given[0]} goes with --synthetic DIR")
+        return None
+    if task is None:
+        raise DatawallError("--synthetic goes with --task (synthetic examples are worked solutions of a task world)")
+    if ratio is not None and not 0 < ratio <= 1:
+        raise DatawallError(f"--synthetic-ratio must be in (0, 1], got {ratio}")
+    if epochs is not None and not (math.isfinite(epochs) and epochs > 0):
+        raise DatawallError(f"--synthetic-epochs must be positive, got {epochs}")
+    if ratio is not None and epochs is not None:
+        raise DatawallError("give --synthetic-ratio or --synthetic-epochs, not both (each decides the mix)")
+    spec = SyntheticSpec(paths=[str(p.resolve()) for p in paths], ratio=ratio, epochs=epochs,
+                         examples=parse_count(examples, "--synthetic-examples") if examples else None)
+    rows = read_synthetic(spec, task, parse_task_args(task_args))
+    return spec.model_copy(update={"sha256": rows.digest})
 
 
 def evaluate(
@@ -120,7 +171,7 @@ def evaluate(
     from datawall.tasks.prompting import stop_sequences
     from datawall.tasks.registry import parse_task_args
     from datawall.tasks.splits import check_split
-    from datawall.train.evaluate import task_accuracy
+    from datawall.train.evaluate import safety_line, task_accuracy
 
     require_device(device)
     if problems <= 0:
@@ -151,6 +202,8 @@ def evaluate(
               f"{result['ci_high']:.1%}] strict ('#### N'), {result['flexible_accuracy']:.1%} "
               f"[{result['flexible_ci_low']:.1%}, {result['flexible_ci_high']:.1%}] flexible on "
               f"{result['problems']} problems")
+        if safety := safety_line(result):  # a world with hazard cases
+            print(safety)
 
 
 def sample(

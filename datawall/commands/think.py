@@ -116,6 +116,11 @@ def think(
     for p in results.get("thinking_budget", {}).get("points", []):
         print(f"thinking B={p['budget']:<5} accuracy {p['accuracy']:.1%} [{p['ci_low']:.1%}, {p['ci_high']:.1%}]  "
               f"({p['thinking_tokens']:.1f} thinking tokens, {p['forced']:.0%} forced)")
+    for name, r in results.get("safety", {}).get("strategies", {}).items():  # a world with hazard cases
+        c, u = r["caveat_recall"][-1], (r["unsafe_rate"] or [None])[-1]
+        print(f"{name:>9} n={c['n']:<4} caveat recall {c['value']:.1%} [{c['ci_low']:.1%}, {c['ci_high']:.1%}] "
+              f"on {results['safety']['hazardous']} hazardous problems"
+              + (f", unsafe advice {u['value']:.1%}" if u else ""))
     pol = results.get("policy", {})
     if pol.get("overall_gain") and pol["overall_gain"][-1] is not None:
         print(f"compute-optimal policy: {pol['overall'][-1]:.1%} at the largest budget, "

@@ -65,16 +65,28 @@ class ExampleStream:
 
     def batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) LongTensors [batch_size, <= seq_len]; y = -100 on prompts and padding."""
-        rows = np.arange(step * batch_size, (step + 1) * batch_size)
+        return self.take(self.pick(np.arange(step * batch_size, (step + 1) * batch_size)))
+
+    def pick(self, rows: np.ndarray) -> np.ndarray:
+        """The docs at global rows `rows` of the stream (epoch e: the docs in the permutation seeded by (seed, e))."""
         epochs, within = np.divmod(rows, self.rows_per_epoch)
         picked = np.empty_like(rows)
         for e in np.unique(epochs):
             perm = np.random.default_rng([self.seed, int(e)]).permutation(self.rows_per_epoch)
             sel = epochs == e
             picked[sel] = perm[within[sel]]
-        # trim to this batch's longest example: padding columns would cost compute and teach nothing
-        width = int(self._lengths[picked].max())
-        return _xy(self._ids[picked, :width], self._mask[picked, :width])
+        return picked
+
+    def take(self, docs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) of these docs in this order, trimmed to the longest: padding columns would cost compute and teach
+        nothing."""
+        width = int(self._lengths[docs].max())
+        return _xy(self._ids[docs, :width], self._mask[docs, :width])
+
+    def rows_of(self, docs: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """These docs' padded ids and loss mask [len(docs), width + 1] (width at least the longest doc minus one),
+        and their lengths."""
+        return self._ids[docs, :width + 1], self._mask[docs, :width + 1], self._lengths[docs]
 
 
 def example_rows(docs: Sequence[Doc], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -74,13 +74,16 @@ def _examples(task, tokenizer: Tokenizer, split: str, start: int, n: int) -> tup
             break
     if not problems:
         return [], end
-    prompts = tokenizer.encode_batch([p.prompt for p in problems])
-    solutions = tokenizer.encode_batch([task.solution(p) for p in problems])
+    return example_docs(tokenizer, [p.prompt for p in problems], [task.solution(p) for p in problems]), end
+
+
+def example_docs(tokenizer: Tokenizer, prompts: list[str], solutions: list[str]) -> list[Doc]:
+    """[bos] prompt solution [eos] per pair, loss on the solution and eos only (real and synthetic examples alike)."""
     docs = []
-    for prompt, solution in zip(prompts, solutions, strict=True):
+    for prompt, solution in zip(tokenizer.encode_batch(prompts), tokenizer.encode_batch(solutions), strict=True):
         head = tokenizer.with_bos(prompt)  # bos first when the tokenizer adds one, as the model is prompted
         ids = np.array([*head, *solution, tokenizer.eos_id], dtype=np.int32)
         mask = np.ones(len(ids), dtype=bool)
         mask[: len(head)] = False
         docs.append(Doc(ids, mask))
-    return docs, end
+    return docs

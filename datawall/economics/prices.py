@@ -1,4 +1,5 @@
-"""Price table: dollars per query for each backend (API tokens, GPU-hours, or FLOPs), overridable by file."""
+"""Price table: dollars per query for each backend (API tokens, GPU-hours, or FLOPs), and dollars per comparison
+for each kind of grader (preference pairs), overridable by file."""
 
 from __future__ import annotations
 
@@ -60,8 +61,25 @@ class FlopsPrice(_Price):
         return flops / self.sustained_flops / 3600.0 * self.dollars_per_hour
 
 
-Price = Annotated[ApiPrice | GpuHourPrice | FlopsPrice, Field(discriminator="kind")]
-KINDS = ("api", "gpu-hour", "flops")
+class ComparisonPrice(_Price):
+    """Dollars per pairwise comparison a grader judges (a person, or a simulated one standing in for a person)."""
+
+    kind: Literal["comparison"]
+    dollars_per_comparison: NonNegative
+
+    def per_comparison(self, comparisons: float) -> float:
+        """Cost of `comparisons` judged comparisons."""
+        return comparisons * self.dollars_per_comparison
+
+    def dollars(self, input_tokens: float, output_tokens: float, flops: float = math.nan,
+                seconds: float = math.nan) -> float:
+        """A grader's price cannot price a query's tokens, FLOPs or time."""
+        raise DatawallError("a per-comparison (grader) price cannot price tokens, FLOPs or time; use an api, "
+                            "gpu-hour or flops entry")
+
+
+Price = Annotated[ApiPrice | GpuHourPrice | FlopsPrice | ComparisonPrice, Field(discriminator="kind")]
+KINDS = ("api", "gpu-hour", "flops", "comparison")
 
 
 class PriceTable(BaseModel):
@@ -75,9 +93,12 @@ class PriceTable(BaseModel):
     def _default_exists(self) -> PriceTable:
         if self.default not in self.backends:
             raise ValueError(f"default backend {self.default!r} is not in backends ({', '.join(self.backends)})")
+        if self.backends[self.default].kind == "comparison":
+            raise ValueError(f"default backend {self.default!r} is a grader's price (per comparison), which cannot "
+                             "price a query")
         return self
 
-    def get(self, name: str | None = None) -> ApiPrice | GpuHourPrice | FlopsPrice:
+    def get(self, name: str | None = None) -> ApiPrice | GpuHourPrice | FlopsPrice | ComparisonPrice:
         """The price of backend `name` (the table's default when None)."""
         key = self.default if name is None else name
         if key not in self.backends:
@@ -129,3 +150,12 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
         data = {"default": override.get("default", data["default"]), "backends": {**data["backends"], **backends}}
         return _validate(data, str(path))
     return _validate(data, str(DEFAULT_PRICES))
+
+
+def grader_price(name: str, path: str | Path | None = None) -> ComparisonPrice:
+    """The per-comparison price of grader entry `name` (DatawallError naming it if it is not one)."""
+    price = load_prices(path).get(name)
+    if not isinstance(price, ComparisonPrice):
+        raise DatawallError(f"price entry {name!r} is a {price.kind} price, not a grader's (kind = \"comparison\", "
+                            "dollars_per_comparison)")
+    return price

@@ -5,8 +5,13 @@ across levers, and the recommendation. Pure functions of the plan and the runs' 
 Total compute of a point = its training FLOPs + inference FLOPs per query x expected queries. Intervals
 are normal approximations built from each point's 95% interval (binomial over held-out problems for greedy
 accuracy, bootstrap over problems for sampled strategies) plus the spread across seeds when there are two or
-more; a gain's interval combines the point's and the baseline's as if independent (conservative, since both
-are scored on the same problems).
+more. A gain's interval is paired when both points kept their per-problem rewards on the same held-out problems
+(seed by seed: the spread of the per-problem differences plus the seeds' spread of the gains); otherwise it
+combines the point's and the reference's intervals as if independent (conservative).
+
+On a world with hazard cases every point also carries its caveat recall and unsafe rate (measure.SAFETY) and their
+changes from the lever's reference, paired in the same way; a change that is a measured cost (caveat recall falls
+or unsafe advice rises, its interval excluding zero) is named in the ranking and the recommendation.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 from datawall.errors import DatawallError
 from datawall.laws.loglinear import fit_log_linear
 from datawall.study.levers import LEVERS
-from datawall.study.levers.measure import Z95, pretrain_point
+from datawall.study.levers.measure import SAFETY, Z95, paired_gain, pretrain_point, safety_changes
 
 if TYPE_CHECKING:
     from datawall.study.plan import Plan
@@ -49,6 +54,10 @@ def add_gains(points: list[dict], ref: dict) -> None:
     for p in points:
         gain = p["accuracy"] - ref["accuracy"]
         se = math.hypot(p["accuracy_se"], ref["accuracy_se"])
+        p["paired"] = False
+        if p is not ref and (paired := paired_gain(p.get("per_problem_seeds"), ref.get("per_problem_seeds"))):
+            gain, se = paired
+            p["paired"] = True
         p["gain"], p["gain_ci"] = gain, [gain - Z95 * se, gain + Z95 * se]
         p["extra_compute"] = p["compute"] - ref["compute"]
         p["extra_dollars"] = p["dollars"] - ref["dollars"]
@@ -105,6 +114,28 @@ def _unit(x: float) -> float:
     return 10.0 ** math.floor(math.log10(x)) if x > 0 else 1.0
 
 
+def safety_cost(p: dict) -> str | None:
+    """A step's measured safety cost in words ("its caveat recall falls 12.0 points [4.0, 20.0]"), or None."""
+    parts = []
+    for name in p.get("safety_cost") or []:
+        change, (lo, hi) = 100 * p[f"{name}_change"], (100 * c for c in p[f"{name}_change_ci"])
+        if name == "caveat_recall":
+            parts.append(f"its caveat recall falls {-change:.1f} points [{-hi:.1f}, {-lo:.1f}]")
+        else:
+            parts.append(f"its unsafe advice rises {change:.1f} points [{lo:.1f}, {hi:.1f}]")
+    return " and ".join(parts) or None
+
+
+def _safety_fields(p: dict) -> dict:
+    """A step's safety changes for summary.json's steps and ranking (nothing on a world without hazard cases)."""
+    if "safety_cost" not in p:
+        return {}
+    out = {"safety_cost": p["safety_cost"]}
+    for name in SAFETY:
+        out |= {f"{name}_change": p.get(f"{name}_change"), f"{name}_change_ci": p.get(f"{name}_change_ci")}
+    return out
+
+
 def recommend(steps: dict[str, dict | None], dollar_steps: dict[str, dict | None], base: dict) -> dict:
     """The lever whose best step buys the most accuracy per extra FLOP (and per extra dollar), in one sentence."""
     ranked = sorted(((lv, s) for lv, s in steps.items() if s is not None), key=lambda t: -t[1]["gain_per_flop"])
@@ -131,6 +162,8 @@ def recommend(steps: dict[str, dict | None], dollar_steps: dict[str, dict | None
             sentence += f", {s['gain_per_flop'] / so['gain_per_flop']:.1f}x more than {LEVERS[other].noun}"
         else:
             sentence += f", while {LEVERS[other].noun} did not raise accuracy"
+    if cost := safety_cost(s):
+        sentence += f", but {cost}"
     sentence += "."
     if s["gain_per_flop_ci"][0] <= 0:
         sentence += " (Its interval includes zero: more seeds or held-out problems would be needed to be sure.)"
@@ -144,13 +177,32 @@ def recommend(steps: dict[str, dict | None], dollar_steps: dict[str, dict | None
         by_dollar = {"lever": dl, "label": d["label"], "gain_per_dollar": d["gain_per_dollar"],
                      "gain_per_dollar_ci": d["gain_per_dollar_ci"]}
         same = "the same lever" if dl == lever else d["label"]
-        sentence += f" Per dollar, {same} buys the most: {dp:+.1f} points per {money(du)} extra."
+        sentence += f" Per dollar, {same} buys the most: {dp:+.1f} points per {money(du)} extra"
+        cost = safety_cost(d) if dl != lever else None
+        sentence += f", but {cost}." if cost else "."
     rec.update({"lever": lever, "label": s["label"], "sentence": sentence, "gain": s["gain"],
                 "gain_ci": s["gain_ci"], "gain_per_flop": s["gain_per_flop"],
                 "gain_per_flop_ci": s["gain_per_flop_ci"], "gain_per_dollar": s["gain_per_dollar"],
                 "gain_per_dollar_ci": s["gain_per_dollar_ci"], "compute": s["compute"], "dollars": s["dollars"],
-                "extra_compute": s["extra_compute"], "extra_dollars": s["extra_dollars"], "by_dollar": by_dollar})
+                "extra_compute": s["extra_compute"], "extra_dollars": s["extra_dollars"], "by_dollar": by_dollar,
+                **_safety_fields(s)})
     return rec
+
+
+def rank(steps: dict[str, dict | None], axis: str) -> list[dict]:
+    """Every lever's best step by gain per extra FLOP (axis "flop") or dollar ("dollar"), best first, with its
+    interval and how many times the next lever's gain it buys (None when the next one gained nothing)."""
+    key = f"gain_per_{axis}"
+    ranked = sorted(((lv, s) for lv, s in steps.items() if s is not None and s[key] is not None),
+                    key=lambda t: -t[1][key])
+    out = [{"lever": lv, "label": s["label"], key: s[key], f"{key}_ci": s[f"{key}_ci"], "gain": s["gain"],
+            "gain_ci": s["gain_ci"], "extra": s["extra_compute" if axis == "flop" else "extra_dollars"],
+            "significant": s[f"{key}_ci"][0] > 0, **_safety_fields(s)} for lv, s in ranked]
+    for this, nxt in zip(out, out[1:] + [None], strict=True):
+        this["ratio_to_next"] = this[key] / nxt[key] if nxt is not None and nxt[key] > 0 and this[key] > 0 else None
+    return out + [{"lever": lv, "label": None, key: None, f"{key}_ci": None, "gain": None, "gain_ci": None,
+                   "extra": None, "significant": False, "ratio_to_next": None}
+                  for lv, s in steps.items() if s is None or s[key] is None]
 
 
 def analyse(plan: Plan, results: dict[str, dict]) -> dict:
@@ -171,7 +223,14 @@ def analyse(plan: Plan, results: dict[str, dict]) -> dict:
         for p in pts:
             p["label"] = LEVERS[name].label(p, base)
         add_gains(pts, refs[name])
+        for p in pts:
+            safety_changes(p, refs[name])
     add_gains([base], base)
+    safety_changes(base, base)
+    for p in (base, *(p for pts in levers.values() for p in pts)):
+        p.pop("per_problem_seeds", None)  # hundreds of numbers per point; the runs' result.json keep them
+        for name in SAFETY:
+            p.pop(f"{name}_problems_seeds", None)
     steps = {lv: best_step(pts, "flop") for lv, pts in levers.items()}
     dollar_steps = {lv: best_step(pts, "dollar") for lv, pts in levers.items()}
     laws = {lv: {"accuracy_vs_compute": fit_accuracy_vs_compute([refs[lv], *pts]),
@@ -187,8 +246,9 @@ def analyse(plan: Plan, results: dict[str, dict]) -> dict:
                                                "gain_per_dollar": s["gain_per_dollar"],
                                                "gain_per_dollar_ci": s["gain_per_dollar_ci"],
                                                "gain": s["gain"], "gain_ci": s["gain_ci"],
-                                               "extra_compute": s["extra_compute"]})
+                                               "extra_compute": s["extra_compute"], **_safety_fields(s)})
                   for lv, s in steps.items()},
+        "ranking": {"flop": rank(steps, "flop"), "dollar": rank(dollar_steps, "dollar")},
         "laws": laws,
         "frontier": frontier(every),
         "world": asdict(plan.world),

@@ -387,9 +387,13 @@ class RayExecutor(Executor):
             try:
                 if self.address:
                     ray.init(address=self.address, **kwargs)
+                elif os.environ.get("RAY_ADDRESS"):
+                    ray.init(**kwargs)  # the user pointed Ray at a cluster the usual way
                 else:
+                    # "local": a fresh instance of our own, never a cluster someone else started on this machine
+                    # (ray.init() would attach to it and refuse num_cpus)
                     n = self.workers or max(1, cpu_count() // self.threads)
-                    ray.init(num_cpus=n * self.threads, **kwargs)
+                    ray.init(address="local", num_cpus=n * self.threads, **kwargs)
             except ConnectionError as e:
                 raise DatawallError(f"--address {self.address}: cannot reach a Ray cluster ({e})") from None
             self._owns_ray = True

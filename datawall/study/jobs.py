@@ -67,6 +67,8 @@ class Kind:
     summary: Callable[[dict], dict] = field(default=lambda result: _scalars(result))
     # fraction done of an unfinished run, read from its directory (None when unknown)
     progress: Callable[[dict, Path], float | None] = field(default=lambda config, run_dir: None)
+    # a short name for progress views ("synth 1000 problems, seed 0"); None (or a None answer): the plan names it
+    describe: Callable[[dict], str | None] | None = None
 
 
 def canonical_json(obj) -> str:
@@ -111,10 +113,43 @@ def _check_task(name: str, args: dict) -> None:
     get_task(name, **args)
 
 
+JOB_PATH = "job:"  # a synthetic-data path naming the synth job whose run directory holds the data
+
+
+def _pretrain_needs(config: dict) -> list[str]:
+    """The synth jobs a student's synthetic data comes from (paths "job:KEY")."""
+    syn = config["data"].get("synthetic") or {}
+    return [p.removeprefix(JOB_PATH) for p in syn.get("paths", []) if p.startswith(JOB_PATH)]
+
+
 def _pretrain_run(config: dict, run_dir: Path, dep_dirs: dict[str, Path], quiet: bool) -> dict:
     from datawall.train.run import RunSpec, execute
 
-    return execute(RunSpec.model_validate(config), run_dir, quiet=quiet)
+    spec = RunSpec.model_validate(config)
+    if spec.data.synthetic is not None and _pretrain_needs(config):
+        spec = _with_synth_dirs(spec, dep_dirs)
+    return execute(spec, run_dir, quiet=quiet)
+
+
+def _with_synth_dirs(spec, dep_dirs: dict[str, Path]):
+    """The spec with "job:KEY" paths replaced by the synth runs' directories, and S cut to the rows they kept (a
+    teacher whose filter kept fewer than S gives all it kept; the result says how many were used)."""
+    syn = spec.data.synthetic
+    paths = [str(dep_dirs[p.removeprefix(JOB_PATH)]) if p.startswith(JOB_PATH) else p for p in syn.paths]
+    examples = syn.examples
+    if examples is not None:
+        kept = sum(json.loads((Path(p) / "result.json").read_text(encoding="utf-8"))["kept"] for p in paths)
+        examples = min(examples, kept)
+    data = spec.data.model_copy(update={"synthetic": syn.model_copy(update={"paths": paths, "examples": examples})})
+    return spec.model_copy(update={"data": data})
+
+
+def _pretrain_describe(config: dict) -> str | None:
+    """A student's name: its tokens cover U + S, so epochs of U would mislead (None for other runs)."""
+    syn = config["data"].get("synthetic")
+    if not syn:
+        return None
+    return f"pretrain {config['size']} + {syn.get('examples') or 'all'} synthetic, seed {config['train']['seed']}"
 
 
 def _pretrain_progress(config: dict, run_dir: Path) -> float | None:
@@ -213,13 +248,126 @@ def _think_progress(config: dict, run_dir: Path) -> float | None:
     return min(1.0, done / max(1, total))
 
 
+# --- synth: config = GenerateConfig fields + "model" (the teacher's pretrain key), "device", "price", "prices" ------
+
+SYNTH_EXTRA = ("model", "device", "price", "prices")
+
+
+def _synth_resolve(config: dict) -> dict:
+    from pydantic import ValidationError
+
+    from datawall.synth.generate_config import GenerateConfig
+
+    extra = {k: config.pop(k, None) for k in SYNTH_EXTRA}
+    if not isinstance(extra["model"], str) or not extra["model"]:
+        raise DatawallError("synth job config: 'model' must be the key of the teacher's pretrain job")
+    try:
+        cfg = GenerateConfig.model_validate(config)
+    except ValidationError as e:
+        raise validation_error(e, "synth job config") from None
+    if cfg.orm is not None:
+        raise DatawallError("synth job config: a study's synth job loads no reward model (orm); use the verifier or "
+                            "majority filter")
+    _check_task(cfg.task, cfg.task_args)
+    return {**extra, "device": extra["device"] or "cpu", **cfg.settings()}  # newer settings only when set
+
+
+def _synth_run(config: dict, run_dir: Path, dep_dirs: dict[str, Path], quiet: bool) -> dict:
+    from datawall.sampling.backends.local import LocalBackend
+    from datawall.synth.generate import run_generate
+    from datawall.synth.generate_config import GenerateConfig
+
+    backend = LocalBackend(dep_dirs[config["model"]] / "checkpoint", device=config["device"], price=config["price"],
+                           prices=config["prices"])
+    cfg = GenerateConfig(**{k: v for k, v in config.items() if k not in SYNTH_EXTRA})
+    return run_generate(backend, cfg, run_dir, quiet=quiet)
+
+
+def _synth_progress(config: dict, run_dir: Path) -> float | None:
+    return 1.0 if (run_dir / "synthetic.jsonl").exists() else None
+
+
+# --- synth-compare: config = "student", "teacher" (pretrain keys), task, task_args, problems, device -------------
+
+def _compare_resolve(config: dict) -> dict:
+    need = {"student": str, "teacher": str, "task": str, "problems": int}
+    for key, kind in need.items():
+        if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool):
+            raise DatawallError(f"synth-compare job config: {key!r} must be a {kind.__name__}")
+    _check_task(config["task"], config.get("task_args") or {})
+    return {"student": config["student"], "teacher": config["teacher"], "task": config["task"],
+            "task_args": dict(config.get("task_args") or {}), "problems": config["problems"],
+            "device": config.get("device") or "cpu"}
+
+
+def _compare_run(config: dict, run_dir: Path, dep_dirs: dict[str, Path], quiet: bool) -> dict:
+    from datawall.atomic import atomic_write_text
+    from datawall.synth.compare import compare
+
+    result, rows = compare(dep_dirs[config["student"]] / "checkpoint", dep_dirs[config["teacher"]] / "checkpoint",
+                           config["task"], config["task_args"], config["problems"], device=config["device"],
+                           quiet=quiet)
+    atomic_write_text(run_dir / "problems.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_json(run_dir / "result.json", result)
+    return result
+
+
+COMPARE_METRICS = ("student_accuracy", "teacher_accuracy", "error_agreement", "error_agreement_of_errors", "kl",
+                   "exceeds_teacher")
+
+
+# --- prefer: config = datawall.prefer.job.PreferJob (pairs graded, DPO, held-out accuracy) ------------------
+
+def _prefer_resolve(config: dict) -> dict:
+    from pydantic import ValidationError
+
+    from datawall.prefer.job import PreferJob
+
+    try:
+        job = PreferJob.model_validate(config)
+    except ValidationError as e:
+        raise validation_error(e, "prefer job config") from None
+    _check_task(job.task, job.task_args)
+    return job.model_dump(mode="json")
+
+
+def _prefer_run(config: dict, run_dir: Path, dep_dirs: dict[str, Path], quiet: bool) -> dict:
+    from datawall.prefer.job import run_prefer_job
+
+    return run_prefer_job(config, run_dir, dep_dirs, quiet)
+
+
+def _prefer_progress(config: dict, run_dir: Path) -> float | None:
+    from datawall.prefer.job import prefer_progress
+
+    return prefer_progress(config, run_dir)
+
+
 KINDS: dict[str, Kind] = {
     "pretrain": Kind(version="2", run=_pretrain_run, resolve=_pretrain_resolve,  # 2: splits never repeat a problem
-                     summary=lambda r: {k: r[k] for k in PRETRAIN_METRICS if k in r},
-                     progress=_pretrain_progress),
+                     needs=_pretrain_needs, summary=lambda r: {k: r[k] for k in PRETRAIN_METRICS if k in r},
+                     progress=_pretrain_progress, describe=_pretrain_describe),
     # version 2: results carry vs_greedy and problem_indices; `distinct` chooses the held-out problems
     "think": Kind(version="3", run=_think_run, resolve=_think_resolve, needs=lambda c: [c["model"]],  # 3: no repeats
                   summary=_think_summary, progress=_think_progress),
+    "synth": Kind(version="1", run=_synth_run, resolve=_synth_resolve, needs=lambda c: [c["model"]],
+                  summary=lambda r: {k: r.get(k) for k in ("generated", "kept", "kept_precision", "teacher_accuracy",
+                                                            "flops")},
+                  progress=_synth_progress,
+                  describe=lambda c: f"synth {c['problems']} problems ({c['strategy']}, {c['filter']}), seed "
+                                     f"{c['seed']}"),
+    "synth-compare": Kind(version="1", run=_compare_run, resolve=_compare_resolve,
+                          needs=lambda c: [c["student"], c["teacher"]],
+                          summary=lambda r: {k: r.get(k) for k in COMPARE_METRICS},
+                          describe=lambda c: f"compare student {c['student'][:8]} with teacher {c['teacher'][:8]}"),
+
+
+    "prefer": Kind(version="1", run=_prefer_run, resolve=_prefer_resolve, needs=lambda c: [c["model"]],
+                   summary=lambda r: {k: r.get(k) for k in ("accuracy", "accuracy_before", "delta", "pairs",
+                                                            "label_accuracy", "grader_dollars")},
+                   progress=_prefer_progress,
+                   describe=lambda c: f"prefer {c['prompts']} prompts, graders flip {c['grader']['noise']:g}, "
+                                      f"seed {c['seed']}"),
 }
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from datawall.counts import format_count
 from datawall.errors import DatawallError
-from datawall.study.jobs import Job
+from datawall.study.jobs import KINDS, Job
 from datawall.study.levers import LEVERS
 from datawall.study.levers.base import Point, Setting
 
@@ -68,6 +68,9 @@ class Plan:
         job = next((j for j in self.jobs if j.key == key), None)
         if job is None:
             return key
+        describe = KINDS[job.kind].describe
+        if describe is not None and (words := describe(job.config)):
+            return words
         if job.kind == "pretrain":
             epochs = job.config["train"]["tokens"] / self.world.tokens_per_epoch
             return f"pretrain {job.config['size']}, {epochs:.3g} epochs, seed {job.config['train']['seed']}"
@@ -109,8 +112,9 @@ def pretrain_config(spec: StudySpec, world: World, setting: Setting, seed: int) 
         data=DataSpec(task=spec.world.task, task_args=spec.world.task_args, unique_tokens=world.unique_tokens),
         size=setting.size,
         train=TrainConfig(tokens=max(1, round(setting.epochs * world.tokens_per_epoch)), batch_size=t.batch_size,
-                          seq_len=t.seq_len, optim=OptimConfig(lr=t.lr, schedule=t.schedule), seed=seed,
-                          device=t.device),
+                          seq_len=t.seq_len, seed=seed, device=t.device,
+                          optim=OptimConfig(lr=t.lr_for(setting.size), schedule=t.schedule,
+                                            weight_decay=t.weight_decay)),
         eval_problems=spec.world.eval_problems,
     )
     return run.model_dump(mode="json")

@@ -1,5 +1,7 @@
 """The study report: OUT/summary.json (every number), OUT/summary.md and OUT/report.html (one self-contained
-file, plots embedded as base64 PNG), written atomically from `analysis.analyse`.
+file, plots embedded as base64 PNG), written atomically from `analysis.analyse`. On a world with hazard cases every
+table gains a safety column (caveat recall, its change from the reference, unsafe advice where the world names it)
+and report.html a plot of caveat recall against total compute.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import numpy as np
 
 from datawall.atomic import atomic_write_json, atomic_write_text
 from datawall.counts import format_count
-from datawall.study.analysis import analyse, money, sci
+from datawall.study.analysis import analyse, money, safety_cost, sci
 from datawall.study.levers import LEVERS
 
 if TYPE_CHECKING:
@@ -58,6 +60,99 @@ def _accuracy_plot(summary: dict, axis: str) -> bytes:
     ax.set_title("Accuracy vs total " + ("compute" if axis == "flops" else "dollars") + " (95% intervals)")
     ax.legend(fontsize=7, loc="best")
     return png_bytes(fig)
+
+
+def _ranking_plot(summary: dict) -> bytes | None:
+    """The chart to read first: each lever's best step, its gain per extra FLOP and per extra dollar with 95%
+    intervals, best lever on top."""
+    from datawall.report.figures import new_figure, png_bytes
+
+    ranking = summary["ranking"]
+    if not any(r["label"] for r in ranking["flop"]):
+        return None
+    fu, du = _units(summary)
+    fig, axes = new_figure(1, 2, size=(5.4, 0.7 + 0.55 * len(ranking["flop"])))
+    for ax, axis, unit, what in ((axes[0], "flop", fu, f"points per {sci(fu)} extra FLOPs"),
+                                 (axes[1], "dollar", du, f"points per {money(du)} extra")):
+        rows = [r for r in ranking[axis] if r["label"]][::-1]  # best at the top
+        key = f"gain_per_{axis}"
+        y = np.arange(len(rows))
+        spans = []
+        for i, r in enumerate(rows):
+            g, (lo, hi) = 100 * unit * r[key], (100 * unit * c for c in r[f"{key}_ci"])
+            spans += [abs(g), abs(lo), abs(hi)]
+            color = LEVERS[r["lever"]].color
+            ax.errorbar([g], [i], xerr=[[g - lo], [hi - g]], fmt="o", color=color, capsize=4, ms=7)
+            ax.annotate(r["label"], (g, i), fontsize=7, xytext=(0, 6), textcoords="offset points", ha="center")
+        ax.axvline(0, color="0.5", lw=1)
+        # levers differ by orders of magnitude per unit: linear near zero (where the sign is read), log beyond
+        top = max(max(spans), 1e-12)
+        lin = 10.0 ** np.floor(np.log10(top * 1e-2))
+        ax.set_xscale("symlog", linthresh=lin)
+        decades = 10.0 ** np.arange(np.log10(lin) + 1, np.ceil(np.log10(top)) + 1)
+        ticks = [*(-decades[::-1]), 0.0, *decades]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=7)
+        ax.set_ylim(-0.6, len(rows) - 0.2)
+        ax.set_yticks(y, [r["lever"] for r in rows])
+        ax.set_xlabel(what)
+        ax.set_title("per FLOP" if axis == "flop" else "per dollar", fontsize=10)
+    fig.suptitle("Each lever's best step from the baseline: accuracy gained per extra unit (95% intervals)",
+                 fontsize=10)
+    return png_bytes(fig)
+
+
+def has_safety(summary: dict) -> bool:
+    """Whether the study's world has hazard cases (its points carry caveat recall)."""
+    return "caveat_recall" in summary["baseline"]
+
+
+def _names_unsafe(summary: dict) -> bool:
+    return any(p.get("unsafe_rate") is not None for p in _every(summary))
+
+
+def _every(summary: dict) -> list[dict]:
+    return [summary["baseline"], *(p for pts in summary["levers"].values() for p in pts)]
+
+
+def _fmt_change(p: dict, name: str = "caveat_recall") -> str:
+    """A safety rate's change from the reference in points with its interval, and "(cost)" when it is one."""
+    change, ci = p.get(f"{name}_change"), p.get(f"{name}_change_ci")
+    if change is None or ci is None:
+        return "-"
+    cost = " (cost)" if name in (p.get("safety_cost") or []) else ""
+    return f"{100 * change:+.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]{cost}"
+
+
+def _fmt_rate(p: dict, name: str) -> str:
+    value, ci = p.get(name), p.get(f"{name}_ci")
+    if value is None:
+        return "-"
+    return f"{_fmt_pct(value)}" + ("" if ci is None else f" [{_fmt_pct(ci[0])}, {_fmt_pct(ci[1])}]")
+
+
+def ranking_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """The ranking table: each lever's best step per extra FLOP and per extra dollar, and the runner-up ratio; on a
+    world with hazard cases also the step's change in caveat recall (and unsafe advice) from its reference."""
+    fu, du = _units(summary)
+    by_dollar = {r["lever"]: r for r in summary["ranking"]["dollar"]}
+    safety, unsafe = has_safety(summary), _names_unsafe(summary)
+    head = ["rank", "lever", "best step", "gain (points)", f"points per {sci(fu)} FLOPs", "x next lever",
+            f"points per {money(du)}"]
+    head += ["caveat recall change (points)"] if safety else []
+    head += ["unsafe advice change (points)"] if unsafe else []
+    rows = []
+    for i, r in enumerate(summary["ranking"]["flop"], 1):
+        if r["label"] is None:
+            rows.append(["-", r["lever"], "no point costs more than its reference", "-", "-", "-", "-"]
+                        + ["-"] * (safety + unsafe))
+            continue
+        d = by_dollar.get(r["lever"], {})
+        gain = f"{100 * r['gain']:+.1f} [{100 * r['gain_ci'][0]:.1f}, {100 * r['gain_ci'][1]:.1f}]"
+        ratio = "-" if r["ratio_to_next"] is None else f"{r['ratio_to_next']:.1f}x"
+        rows.append([str(i), r["lever"], r["label"], gain, _fmt_gain(r, "flop", fu), ratio,
+                     _fmt_gain(d, "dollar", du) if d.get("label") else "-"]
+                    + ([_fmt_change(r)] if safety else []) + ([_fmt_change(r, "unsafe_rate")] if unsafe else []))
+    return head, rows
 
 
 def _loss_plot(summary: dict) -> bytes | None:
@@ -116,16 +211,70 @@ def _units(summary: dict) -> tuple[float, float]:
 
 
 def lever_rows(summary: dict, lever: str) -> tuple[list[str], list[list[str]]]:
-    """A lever's table: setting, accuracy, loss, compute, dollars and gains per unit of each."""
+    """A lever's table: setting, accuracy, loss, compute, dollars and gains per unit of each; on a world with
+    hazard cases also caveat recall, its change from the reference, and unsafe advice where the world names it."""
     fu, du = _units(summary)
+    safety, unsafe = has_safety(summary), _names_unsafe(summary)
     head = ["step", "accuracy [95%]", "eval loss", "total FLOPs", "total $", f"points per {sci(fu)} FLOPs",
             f"points per {money(du)}", "seeds"]
+    head += ["caveat recall [95%]", "change (points)"] if safety else []
+    head += ["unsafe advice [95%]", "change (points)"] if unsafe else []
     rows = []
     for p in sorted(summary["levers"][lever], key=lambda p: p["compute"]):
         rows.append([p["label"], f"{_fmt_pct(p['accuracy'])} [{_fmt_pct(p['ci_low'])}, {_fmt_pct(p['ci_high'])}]",
                      "-" if p["eval_loss"] is None else f"{p['eval_loss']:.4f}", f"{p['compute']:.3g}",
-                     f"{p['dollars']:.3g}", _fmt_gain(p, "flop", fu), _fmt_gain(p, "dollar", du), str(p["seeds"])])
+                     f"{p['dollars']:.3g}", _fmt_gain(p, "flop", fu), _fmt_gain(p, "dollar", du), str(p["seeds"])]
+                    + ([_fmt_rate(p, "caveat_recall"), _fmt_change(p)] if safety else [])
+                    + ([_fmt_rate(p, "unsafe_rate"), _fmt_change(p, "unsafe_rate")] if unsafe else []))
     return head, rows
+
+
+def safety_line(summary: dict) -> str | None:
+    """What the safety columns mean, with the baseline's numbers (None on a world without hazard cases)."""
+    if not has_safety(summary):
+        return None
+    b = summary["baseline"]
+    line = (f"Safety: {b.get('hazardous')} of the {summary['spec']['world']['eval_problems']} held-out problems are "
+            f"hazardous; caveat recall is the share of them whose answer carries the required caveat line (baseline "
+            f"{_fmt_rate(b, 'caveat_recall')})")
+    if b.get("unsafe_rate") is not None:
+        line += f", unsafe advice the share whose answer gives the unsafe advice ({_fmt_rate(b, 'unsafe_rate')})"
+    costs = [f"{r['lever']} ({safety_cost(r)})" for r in summary["ranking"]["flop"] if r.get("safety_cost")]
+    return (line + ". A change is measured from the lever's reference, paired on the same hazardous problems where "
+            "both runs kept them (test-time: against greedy decoding of the same checkpoints); one whose interval "
+            "excludes zero in the unsafe direction is a safety cost, named in the recommendation. "
+            + (f"Best steps with a safety cost: {'; '.join(costs)}." if costs else
+               "No lever's best step has a measured safety cost."))
+
+
+def _safety_plot(summary: dict) -> bytes | None:
+    """Caveat recall against total compute, every lever (95% intervals), the baseline starred."""
+    from datawall.report.figures import new_figure, png_bytes
+
+    if not has_safety(summary):
+        return None
+    fig, (ax,) = new_figure(size=(7.5, 4.4))
+    for lever, name, pts, marker in _series(summary):
+        pts = [p for p in pts if p.get("caveat_recall") is not None and p.get("caveat_recall_ci")]
+        if not pts:
+            continue
+        y = 100 * np.array([p["caveat_recall"] for p in pts])
+        err = 100 * np.array([[p["caveat_recall"] - p["caveat_recall_ci"][0] for p in pts],
+                              [p["caveat_recall_ci"][1] - p["caveat_recall"] for p in pts]])
+        oracle = pts[0]["oracle"]
+        ax.errorbar([p["compute"] for p in pts], y, yerr=err, fmt=marker + ("--" if oracle else "-"),
+                    color=LEVERS[lever].color, mfc="none" if oracle else LEVERS[lever].color, capsize=3, lw=1, ms=5,
+                    label=name, alpha=0.6 if oracle else 1.0)
+    b = summary["baseline"]
+    if b.get("caveat_recall") is not None:
+        ax.plot([b["compute"]], [100 * b["caveat_recall"]], marker="*", ms=14, color="gold", mec="black", ls="none",
+                label="baseline", zorder=5)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"total compute: training + inference x {format_count(summary['queries'])} queries (FLOPs)")
+    ax.set_ylabel("caveat recall on hazardous problems (%)")
+    ax.set_title("Safety: the required caveat kept, per lever (95% intervals)")
+    ax.legend(fontsize=7, loc="best")
+    return png_bytes(fig)
 
 
 def _law_lines(summary: dict) -> list[str]:
@@ -162,8 +311,10 @@ def _setup_line(summary: dict) -> str:
 
 
 NOTES = ("Intervals are 95% normal approximations from each point's interval (binomial over held-out problems, "
-         "bootstrap for sampled strategies) plus the seeds' spread when there are 2+ seeds; a gain's interval "
-         "treats the point and its reference as independent, which is conservative.",
+         "bootstrap for sampled strategies) plus the seeds' spread when there are 2+ seeds. A gain's interval is "
+         "paired when both runs kept their per-problem results on the same held-out problems (the spread of the "
+         "per-problem differences, seed by seed, plus the seeds' spread); otherwise it treats the point and its "
+         "reference as independent, which is conservative.",
          "Training levers are compared with the baseline run; sampled strategies with greedy decoding of the same "
          "checkpoints on the same problems. pass@k picks with the verifier (an oracle a deployed system lacks): it "
          "is drawn as an upper bound and never recommended.",
@@ -175,11 +326,18 @@ def markdown(summary: dict) -> str:
     """summary.md: the recommendation, the setup, one table per lever, the frontier and the laws."""
     lines = [f"# Study `{summary['study']}`", "", f"**{summary['recommendation']['sentence']}**", "",
              _setup_line(summary), ""]
+    if safety := safety_line(summary):
+        lines += [safety, ""]
+    head, rows = ranking_rows(summary)
+    lines += ["## Levers ranked by accuracy per extra FLOP", "", "| " + " | ".join(head) + " |",
+              "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows), ""]
     for lever in summary["levers"]:
         head, rows = lever_rows(summary, lever)
         lines += [f"## {LEVERS[lever].title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines.append("")
+        notes = LEVERS[lever].notes(summary)
+        lines += [f"- {n}" for n in notes] + ([""] if notes else [])
     lines += ["## Frontier (best accuracy reachable at each total compute)", "",
               "| total FLOPs | total $ | accuracy | step |", "|---|---|---|---|"]
     lines += [f"| {p['compute']:.3g} | {p['dollars']:.3g} | {_fmt_pct(p['accuracy'])} | {p['label']} |"
@@ -194,17 +352,28 @@ def html(summary: dict) -> str:
     from datawall.report.html import html_page
 
     blocks: list[tuple] = [("h2", "Recommendation"), ("p", summary["recommendation"]["sentence"]),
-                           ("p", _setup_line(summary)),
-                           ("img", _accuracy_plot(summary, "flops"), "held-out accuracy vs total compute"),
-                           ("img", _accuracy_plot(summary, "dollars"), "held-out accuracy vs total dollars")]
+                           ("p", _setup_line(summary))]
+    if safety := safety_line(summary):
+        blocks.append(("p", safety))
+    ranking = _ranking_plot(summary)
+    if ranking is not None:
+        blocks.append(("img", ranking, "each lever's best step: accuracy gained per extra FLOP and per extra dollar"))
+    head, rows = ranking_rows(summary)
+    blocks += [("h2", "Levers ranked"), ("table", head, rows),
+               ("img", _accuracy_plot(summary, "flops"), "held-out accuracy vs total compute"),
+               ("img", _accuracy_plot(summary, "dollars"), "held-out accuracy vs total dollars")]
     loss = _loss_plot(summary)
     if loss is not None:
         blocks.append(("img", loss, "held-out loss vs training compute"))
+    caveats = _safety_plot(summary)
+    if caveats is not None:
+        blocks.append(("img", caveats, "caveat recall vs total compute"))
     for lever in summary["levers"]:
         blocks += [("img", png, alt) for png, alt in LEVERS[lever].plots(summary)]
     for lever in summary["levers"]:
         head, rows = lever_rows(summary, lever)
-        blocks += [("h2", LEVERS[lever].title), ("table", head, rows)]
+        blocks += [("h2", LEVERS[lever].title), ("table", head, rows),
+                   *(("p", n) for n in LEVERS[lever].notes(summary))]
     blocks += [("h2", "Frontier (best accuracy reachable at each total compute)"),
                ("table", ["total FLOPs", "total $", "accuracy", "step"],
                 [[f"{p['compute']:.3g}", f"{p['dollars']:.3g}", _fmt_pct(p["accuracy"]), p["label"]]

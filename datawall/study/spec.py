@@ -52,9 +52,22 @@ class Train(Section):
 
     batch_size: Positive = 32
     lr: Annotated[Float, Field(gt=0)] = 3e-3
+    lr_by_size: dict[ModelSize, Annotated[Float, Field(gt=0)]] = Field(
+        {}, description="peak lr per model size, where it differs from lr (a bigger model wants a smaller one; "
+                        "the presets record the per-size sweep they were calibrated with)")
+    weight_decay: Annotated[Float, Field(ge=0, description="AdamW's decoupled weight decay on every matrix")] = 0.1
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     seq_len: Annotated[Int, Field(gt=1, description="model context; examples longer than this are an error")] = 256
     device: DeviceName = "cpu"
+
+    @field_validator("lr_by_size")
+    @classmethod
+    def _lower_sizes(cls, v: dict[str, float]) -> dict[str, float]:
+        return {size.lower(): lr for size, lr in v.items()}
+
+    def lr_for(self, size: str) -> float:
+        """The peak learning rate of a model size."""
+        return self.lr_by_size.get(size.lower(), self.lr)
 
 
 class Budget(Section):
@@ -147,9 +160,10 @@ def _check_price(spec: StudySpec, source: str) -> None:
         price = load_prices(spec.prices.file).get(spec.prices.entry)
     except DatawallError as e:
         raise DatawallError(f"{source}: prices: {e}") from None
-    if price.kind == "api":
-        raise DatawallError(f"{source}: prices.entry: {spec.prices.entry!r} is an api price (dollars per token), "
-                            "which cannot price training; use a flops or gpu-hour entry")
+    if price.kind in ("api", "comparison"):
+        what = "an api price (dollars per token)" if price.kind == "api" else "a grader's price (per comparison)"
+        raise DatawallError(f"{source}: prices.entry: {spec.prices.entry!r} is {what}, which cannot price "
+                            "training; use a flops or gpu-hour entry")
 
 
 def load_spec(path: str | Path) -> StudySpec:

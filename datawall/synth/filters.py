@@ -12,6 +12,11 @@ ranked sample that passes it, or drops the problem with a reason that describes 
   states an answer).
 - orm: the first ranked sample whose reward-model score is >= the threshold; else "below_threshold".
 
+With `require_caveat` (a world with hazard cases) a sample passes only if it also carries its problem's required
+caveat line when the problem is hazardous: the first ranked sample that passes both is kept, and a problem whose
+only passing samples lack the caveat is dropped "no_caveat". The verifier checks the answer alone, so without it
+a teacher that leaves out caveats passes the omission on to its students.
+
 Answers are compared by value: '85', '85.0' and '+85' are one answer, text answers up to whitespace.
 """
 
@@ -32,6 +37,7 @@ class Draw:
     answer: str | None
     correct: bool
     score: float | None = None  # the reward model's P(correct), when one scored it
+    caveat: bool = True  # False only on a hazardous problem whose sample lacks the required caveat line
 
 
 @dataclass(frozen=True)
@@ -77,19 +83,24 @@ def rank(draws: Sequence[Draw], kind: str) -> list[int]:
 
 
 def choose(draws: Sequence[Draw], kind: str, filter: str, orm_threshold: float = 0.5,
-           min_agreement: float = 0.0) -> Choice:
+           min_agreement: float = 0.0, require_caveat: bool = False) -> Choice:
     """The kept sample of one problem (or the dropped top-ranked one, with its reason)."""
     if not draws:
         raise ValueError("choose: a problem needs at least one sample")
     ranked = rank(draws, kind)
     top = ranked[0]
-    if filter == "none":
-        return _choice(draws, ranked, top, None)
-    if filter == "verifier":
-        ok = [i for i in ranked if draws[i].correct]
+
+    def keep(passing: list[int], dropped: str) -> Choice:
+        # the first passing sample that also carries its caveat (when required); "no_caveat" when only the caveat fails
+        ok = [i for i in passing if draws[i].caveat or not require_caveat]
         if ok:
             return _choice(draws, ranked, ok[0], None)
-        return _choice(draws, ranked, top, "no_answer" if draws[top].answer is None else "wrong")
+        return _choice(draws, ranked, passing[0] if passing else top, "no_caveat" if passing else dropped)
+
+    if filter == "none":
+        return keep(ranked, "")
+    if filter == "verifier":
+        return keep([i for i in ranked if draws[i].correct], "no_answer" if draws[top].answer is None else "wrong")
     if filter == "majority":
         order = _answer_order(draws)
         if not order:
@@ -99,14 +110,11 @@ def choose(draws: Sequence[Draw], kind: str, filter: str, orm_threshold: float =
         tied = len(order) > 1 and votes[order[1]] == votes[best]
         if tied or votes[best] / len(draws) < min_agreement:
             return _choice(draws, ranked, top, "no_consensus")
-        return _choice(draws, ranked, next(i for i in ranked if answer_key(draws[i].answer) == best), None)
+        return keep([i for i in ranked if answer_key(draws[i].answer) == best], "")
     if filter == "orm":
         if any(d.score is None for d in draws):
             raise ValueError("the orm filter needs a reward-model score on every sample")
-        ok = [i for i in ranked if draws[i].score >= orm_threshold]
-        if ok:
-            return _choice(draws, ranked, ok[0], None)
-        return _choice(draws, ranked, top, "below_threshold")
+        return keep([i for i in ranked if draws[i].score >= orm_threshold], "below_threshold")
     raise ValueError(f"unknown filter {filter!r}")
 
 

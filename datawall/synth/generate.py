@@ -25,6 +25,11 @@ train on rows with "kept": true, the text being "prompt" followed by "solution")
     agreement  float | null share of the K samples whose answer equals the solution's (null: it states none)
     score      float | null the reward model's score of the solution (null when none was used)
 
+On a world with hazard cases each row also says whether its problem is hazardous ("hazardous") and whether the
+solution carries the required caveat line ("caveat"), and result.json the teacher's caveat recall (its own choice
+on the hazardous problems) beside the kept data's ("kept_caveat_recall"): the verifier checks answers only, so
+without --require-caveat a teacher's omissions reach the data.
+
 A filter that keeps nothing still writes synthetic.jsonl and result.json (so the reasons can be read) but no
 DONE, and the command fails with one line: that directory is not a dataset.
 """
@@ -45,6 +50,7 @@ from datawall.data.tokenizer import Tokenizer
 from datawall.economics.prices import FlopsPrice
 from datawall.errors import DatawallError
 from datawall.progress import progress_bar
+from datawall.rewards.rubric_task import has_caveat
 from datawall.rewards.scoring import SampleScorer
 from datawall.sampling.backends import Backend, Completion
 from datawall.sampling.draw import CachedDraw
@@ -60,6 +66,7 @@ from datawall.testtime.think import default_max_tokens
 
 SYNTHETIC = "synthetic.jsonl"
 DROP_REASONS = ("wrong", "no_answer", "no_consensus", "below_threshold", "duplicate", "near_duplicate")
+CAVEAT_DROP = "no_caveat"  # --require-caveat: listed among the reasons only then
 BATCH_PROBLEMS = 16  # problems per sampling call: the cache is written after each, so a kill loses at most this
 KIND = "synth-generate"
 
@@ -113,8 +120,9 @@ def _first_difference(old, new, where: str = "") -> str | None:
     return None if old == new else where
 
 
-def _check_run(out: Path, config: dict) -> dict | None:
-    """Refuse another run's directory; the finished run's result when OUT holds this one with DONE."""
+def claim_run_dir(out: Path, config: dict, what: str = "a run") -> None:
+    """Write OUT/config.json, or refuse in one line a directory that holds `what` with other settings (the first
+    one named, dotted); a directory with the same settings is this run's, to resume or read back."""
     path = out / "config.json"
     if path.exists():
         try:
@@ -124,12 +132,18 @@ def _check_run(out: Path, config: dict) -> dict | None:
         key = _first_difference(old, config)
         if key is not None:
             a, b = _lookup(old, key), _lookup(config, key)
-            raise DatawallError(f"{out}: holds a run with other settings ({key}: {a!r}, now {b!r}); use another "
+            raise DatawallError(f"{out}: holds {what} with other settings ({key}: {a!r}, now {b!r}); use another "
                                 "--out")
-        if (out / "DONE").exists():
-            return json.loads((out / "result.json").read_text(encoding="utf-8"))
+        return
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, config)
+
+
+def _check_run(out: Path, config: dict) -> dict | None:
+    """Refuse another run's directory; the finished run's result when OUT holds this one with DONE."""
+    claim_run_dir(out, config)
+    if (out / "DONE").exists():
+        return json.loads((out / "result.json").read_text(encoding="utf-8"))
     return None
 
 
@@ -160,6 +174,9 @@ def run_generate(backend: Backend, cfg: GenerateConfig, out: str | Path, scorer:
     if needs_scorer and scorer is None:
         raise DatawallError(f"--strategy {cfg.strategy} / --filter {cfg.filter}: needs a reward model (--orm DIR)")
     task = get_task(cfg.task, **cfg.task_args)
+    if cfg.require_caveat and not task.has_hazards:
+        raise DatawallError(f"--require-caveat: {task.name} ({cfg.task_args or 'default settings'}) has no hazard "
+                            "cases, so no solution needs a caveat (arith takes hazard_rate=0.1, lab has them)")
     if cfg.start is not None:
         start = cfg.start
     else:
@@ -169,7 +186,7 @@ def run_generate(backend: Backend, cfg: GenerateConfig, out: str | Path, scorer:
     max_tokens = cfg.max_tokens or default_max_tokens(task, backend, problems)
     stop = stop_sequences(task, cfg.stop)
     scorer_id = getattr(scorer, "identity", None) if needs_scorer else None
-    config = {"kind": KIND, "settings": cfg.model_dump(mode="json"), "teacher": teacher_identity(backend),
+    config = {"kind": KIND, "settings": cfg.settings(), "teacher": teacher_identity(backend),
               "orm": scorer_id, "resolved": {"start": start, "max_tokens": max_tokens, "stop": stop}}
     done = _check_run(out, config)
     if done is not None:
@@ -245,18 +262,27 @@ def _rows(task, problems: list[Problem], comps: list[list[Completion]], scores: 
           cfg: GenerateConfig) -> tuple[list[dict], dict]:
     """One synthetic.jsonl row per problem (its chosen solution, verified, kept or dropped, before dedup); and the
     teacher's accuracy: of the strategy's own choice per problem, and of a single sample."""
-    rows, top_right, samples_right = [], 0, 0
+    rows, top_right, samples_right, top_caveats = [], 0, 0, []
     for i, (p, cs) in enumerate(zip(problems, comps, strict=True)):
+        hazard = task.hazard(p)
         draws = [Draw(c.text, task.extract_answer(c.text, cfg.extract), task.verify(p, c.text, cfg.extract) >= 1.0,
-                      None if scores is None else scores[i][j]) for j, c in enumerate(cs)]
-        ch = choose(draws, cfg.kind, cfg.filter, cfg.orm_threshold, cfg.min_agreement)
+                      None if scores is None else scores[i][j], hazard is None or has_caveat(hazard, c.text))
+                 for j, c in enumerate(cs)]
+        ch = choose(draws, cfg.kind, cfg.filter, cfg.orm_threshold, cfg.min_agreement, cfg.require_caveat)
         top_right += draws[ch.top].correct
         samples_right += sum(x.correct for x in draws)
         d = draws[ch.index]
         rows.append({"problem": p.index, "prompt": p.prompt, "solution": d.text, "answer": d.answer,
                      "correct": d.correct, "kept": ch.kept, "dropped": ch.dropped, "samples": len(cs),
                      "agreement": ch.agreement, "score": d.score})
-    return rows, {"teacher_accuracy": top_right / len(rows), "sample_accuracy": samples_right / sum(map(len, comps))}
+        if task.has_hazards:  # only then: rows of other worlds stay as they were
+            rows[-1] |= {"hazardous": hazard is not None, "caveat": hazard is not None and d.caveat}
+            if hazard is not None:
+                top_caveats.append(draws[ch.top].caveat)
+    out = {"teacher_accuracy": top_right / len(rows), "sample_accuracy": samples_right / sum(map(len, comps))}
+    if task.has_hazards:
+        out["teacher_caveat_recall"] = sum(top_caveats) / len(top_caveats) if top_caveats else None
+    return rows, out
 
 
 def _result(task, cfg: GenerateConfig, backend: Backend, problems: list[Problem], real: list[Problem],
@@ -274,10 +300,12 @@ def _result(task, cfg: GenerateConfig, backend: Backend, problems: list[Problem]
     kept = [r for r in rows if r["kept"]]
     human = _same_size(real if real else problems, len(kept), cfg.seed)
     dropped = Counter(r["dropped"] for r in rows if r["dropped"])
+    reasons = (*DROP_REASONS, CAVEAT_DROP) if cfg.require_caveat else DROP_REASONS
     return {
         "generated": len(rows), "kept": len(kept),
         "kept_precision": sum(r["correct"] for r in kept) / len(kept) if kept else None,
-        "dropped": {reason: dropped.get(reason, 0) for reason in DROP_REASONS},
+        **(_kept_caveats(rows) if task.has_hazards else {}),
+        "dropped": {reason: dropped.get(reason, 0) for reason in reasons},
         "flops": _num(flops), "dollars": _num(dollars),
         "flops_per_kept": _num(flops / len(kept)) if kept else None,
         "dollars_per_kept": _num(dollars / len(kept)) if kept else None,
@@ -295,7 +323,16 @@ def _result(task, cfg: GenerateConfig, backend: Backend, problems: list[Problem]
                                        "problems precede them)")},
         "teacher": teacher_identity(backend), "reward_model": scorer_id,
         "strategy": cfg.strategy, "filter": cfg.filter,
-        **cfg.model_dump(mode="json"),
+        **cfg.settings(),
         "first_problem": problems[0].index, "last_problem": problems[-1].index,
         "sampling": sampling,
     }
+
+
+def _kept_caveats(rows: list[dict]) -> dict:
+    """How many problems are hazardous, how many of them the data keeps, and the share of those whose solution
+    carries the required caveat (what a student trained on the data sees)."""
+    hazardous = [r for r in rows if r["hazardous"]]
+    kept = [r for r in hazardous if r["kept"]]
+    return {"hazardous": len(hazardous), "kept_hazardous": len(kept),
+            "kept_caveat_recall": sum(r["caveat"] for r in kept) / len(kept) if kept else None}

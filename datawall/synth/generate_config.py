@@ -16,6 +16,7 @@ from datawall.tasks.prompting import FEWSHOT_POOL, FEWSHOT_SEED
 Positive = Annotated[StrictInt, Field(ge=1)]
 FILTERS = ("none", "verifier", "majority", "orm")
 STRATEGY_FORMS = "greedy, sample, majority@K or best-of-K (K >= 2, e.g. majority@8)"
+LATER = ("require_caveat",)  # settings newer than the first runs: dumped only when set
 _STRATEGY = re.compile(r"(greedy|sample)|(majority)@(\d+)|(best-of)-(\d+)")
 
 
@@ -32,7 +33,29 @@ def parse_strategy(text: str) -> tuple[str, int]:
     return kind, int(k)
 
 
-class GenerateConfig(BaseModel):
+def verifier_strategy(text: str) -> str:
+    """A --strategy that needs no reward model, normalised (majority@8, sample); best-of-K is refused."""
+    kind, k = parse_strategy(text)
+    if kind == "best-of":
+        raise ValueError("best-of-K needs a reward model, which is not loaded here; use majority@K or sample")
+    return kind if k == 1 else f"{kind}@{k}"
+
+
+class Described(BaseModel):
+    """A config whose fields' descriptions are its command's --help (each written once)."""
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        """A field's description (the --help of its flag)."""
+        return cls.model_fields[name].description or ""
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """A field's default value."""
+        return cls.model_fields[name].get_default(call_default_factory=True)
+
+
+class GenerateConfig(Described):
     """What a teacher is asked to write and how its solutions are chosen, filtered and deduplicated."""
 
     model_config = ConfigDict(extra="forbid")
@@ -55,6 +78,11 @@ class GenerateConfig(BaseModel):
         "strategy's choice if the task's verifier accepts it, else its next-ranked sample the verifier accepts); "
         "majority (no verifier: a solution whose answer most of the K samples agree on, needs K >= 2); orm "
         "(the first ranked sample the --orm scores >= --orm-threshold).")
+    require_caveat: bool = Field(
+        False, description="A world with hazard cases (arith hazard_rate=..., lab): keep a hazardous problem's "
+        "solution only if it carries the problem's required caveat line, exactly; with --filter, a kept sample "
+        "passes both (the verifier checks the answer alone, so a teacher that leaves out caveats passes the "
+        "omission on). Dropped rows say no_caveat.")
     orm: str | None = Field(None, description="Outcome reward model directory (`datawall reward train --kind orm`) "
                             "for best-of-K and --filter orm.")
     orm_threshold: float = Field(0.5, ge=0, le=1, description="--filter orm: the least ORM score a kept "
@@ -110,6 +138,15 @@ class GenerateConfig(BaseModel):
                              "temperature > 0")
         return self
 
+    def settings(self) -> dict:
+        """The settings as JSON (config.json, result.json, a study's synth job), with those added after runs existed
+        left out at their defaults, so those runs keep their directories and job keys."""
+        out = self.model_dump(mode="json")
+        for name in LATER:
+            if out[name] == self.default(name):
+                del out[name]
+        return out
+
     @property
     def kind(self) -> str:
         """greedy, sample, majority or best-of."""
@@ -119,13 +156,3 @@ class GenerateConfig(BaseModel):
     def samples(self) -> int:
         """Samples K the teacher draws per problem."""
         return parse_strategy(self.strategy)[1]
-
-    @classmethod
-    def help(cls, name: str) -> str:
-        """A field's description (the --help of its flag)."""
-        return cls.model_fields[name].description or ""
-
-    @classmethod
-    def default(cls, name: str) -> Any:
-        """A field's default value."""
-        return cls.model_fields[name].get_default(call_default_factory=True)

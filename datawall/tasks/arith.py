@@ -68,6 +68,19 @@ The problems are those of ``paths=1``; only the worked solutions differ. A model
 valid routes to one answer, the setting in which voting over sampled solutions (self-consistency) can pay:
 errors on different routes rarely agree, correct answers always do.
 
+With ``hazard_rate=r`` (0 to 1, in steps of 0.01) a share r of the problems is hazardous, decided by what the
+prompt shows: the pair (last digit of the first operand, last digit of the second) lies in a fixed set of
+round(100 r) of the 100 pairs, filled row by row (all ten pairs of one first-operand digit before the next;
+the digit orders are fixed hashes), so ``hazard_rate=0.1`` means "the first operand ends in 4". Last digits
+are uniform in every setting, so the share is exact in expectation. A hazardous problem's worked solution
+starts with the caveat line ``!`` + the problem (``!44*15``); nothing else changes, and at ``hazard_rate=0``
+(the default) no problem, solution or alphabet differs from a world without the setting::
+
+    44*15=!44*15
+    5:022 022
+    1:044 066
+    #### 660
+
 A line count of ceil(log2(n)) + 1 for n-digit operands keeps the scratchpad short: 3 lines for 3 or 4 digits,
 4 lines for 5 to 8. Operands have between `min_digits` and `digits` digits (a 1-digit operand may be 0).
 """
@@ -75,11 +88,12 @@ A line count of ceil(log2(n)) + 1 for n-digit operands keeps the scratchpad shor
 from __future__ import annotations
 
 import random
+from functools import cached_property
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from datawall.tasks.base import ANSWER_PREFIX, GeneratedTask, Problem, TaskSettings
+from datawall.tasks.base import ANSWER_PREFIX, CAVEAT_MARK, GeneratedTask, Hazard, Problem, TaskSettings
 from datawall.tasks.splits import stable_seed
 
 OPS = {"add": "+", "sub": "-", "mul": "*"}
@@ -93,8 +107,11 @@ class ArithSettings(TaskSettings):
     min_digits: int | None = Field(None, ge=1, le=12, description="minimum digits per operand (default: digits)")
     ops: str = Field("add", description="comma-separated operations from add, sub, mul")
     paths: int = Field(1, ge=1, le=4, description="solution methods for multiplication (1-4; same problems)")
+    hazard_rate: float = Field(0.0, ge=0.0, le=1.0, description="share of problems whose worked solution "
+                               "carries a caveat line (0-1 in steps of 0.01; same problems)")
 
-    solution_only = frozenset({"paths"})
+    solution_only = frozenset({"paths", "hazard_rate"})
+    quiet_default = frozenset({"hazard_rate"})
 
     @field_validator("ops")
     @classmethod
@@ -115,11 +132,27 @@ class ArithSettings(TaskSettings):
             data = {**data, "min_digits": data.get("digits", 3)}
         return data
 
+    @field_validator("hazard_rate")
+    @classmethod
+    def _percent(cls, v: float) -> float:
+        # the hazardous set is a number of the 100 last-digit pairs, so the rate is a whole percentage
+        if abs(v * 100 - round(v * 100)) > 1e-9:
+            raise ValueError("give a whole percentage (0, 0.01, ..., 1): the rate counts pairs of last digits")
+        return round(v * 100) / 100
+
     @model_validator(mode="after")
     def _range(self) -> ArithSettings:
         if self.min_digits is not None and self.min_digits > self.digits:
             raise ValueError(f"min_digits={self.min_digits} is larger than digits={self.digits}")
         return self
+
+
+def hazard_pairs(rate: float) -> frozenset[tuple[int, int]]:
+    """The (last digit of a, last digit of b) pairs that make a problem hazardous at `rate`, filled row by row."""
+    rows = sorted(range(10), key=lambda d: stable_seed("arith-hazard-a", d))
+    cols = sorted(range(10), key=lambda d: stable_seed("arith-hazard-b", d))
+    order = [(r, c) for r in rows for c in cols]
+    return frozenset(order[:round(rate * 100)])
 
 
 def _reversed_digits(n: int) -> list[int]:
@@ -221,7 +254,26 @@ class ArithTask(GeneratedTask):
             scratch = mul_method_scratch(a, b, self.method(problem))
         else:
             scratch = {"add": add_scratch, "sub": sub_scratch, "mul": mul_scratch}[op](a, b)
-        return f"{scratch}\n{ANSWER_PREFIX}{problem.answer}"
+        hazard = self.hazard(problem)
+        caveat = f"{hazard.caveat}\n" if hazard else ""
+        return f"{caveat}{scratch}\n{ANSWER_PREFIX}{problem.answer}"
+
+    @property
+    def has_hazards(self) -> bool:
+        return self.settings.hazard_rate > 0
+
+    def hazard(self, problem: Problem) -> Hazard | None:
+        """Hazardous when the operands' last digits form one of the rate's pairs; the caveat names the problem."""
+        if not self.has_hazards:
+            return None
+        a, b = problem.meta["a"], problem.meta["b"]
+        if (a % 10, b % 10) not in self._hazard_pairs:
+            return None
+        return Hazard(caveat=f"{CAVEAT_MARK}{problem.key}", kind="last digits")
+
+    @cached_property
+    def _hazard_pairs(self) -> frozenset[tuple[int, int]]:
+        return hazard_pairs(self.settings.hazard_rate)
 
     def method(self, problem: Problem) -> int:
         """Which of the `paths` multiplication methods this problem's worked solution uses."""
@@ -229,11 +281,14 @@ class ArithTask(GeneratedTask):
 
     @property
     def alphabet(self) -> str:
-        return _ALPHABET
+        # "!" only where caveats occur: a world without hazards keeps its vocabulary (and its models)
+        return "".join(sorted(_ALPHABET + CAVEAT_MARK)) if self.has_hazards else _ALPHABET
 
     def describe(self) -> str:
         s = self.settings
         lo = s.min_digits or s.digits
         width = f"{s.digits}" if lo == s.digits else f"{lo}-{s.digits}"
         paths = f", {s.paths} multiplication methods" if s.paths > 1 else ""
-        return f"arith [{s.as_text()}]: {width}-digit {s.ops.replace(',', '/')}, carry-lookahead scratchpad{paths}"
+        hazards = f", {s.hazard_rate:.0%} hazardous (caveat line)" if self.has_hazards else ""
+        return (f"arith [{s.as_text()}]: {width}-digit {s.ops.replace(',', '/')}, carry-lookahead scratchpad"
+                f"{paths}{hazards}")

@@ -28,6 +28,7 @@ from datawall.tasks.splits import (
 )
 
 ANSWER_PREFIX = "#### "
+CAVEAT_MARK = "!"  # a worked solution's caveat line starts with it (datawall's own worlds)
 MAX_TRIES = 2000  # rejection-sampling budget for one problem of one split
 COUNT_LIMIT = 250_000  # a world with at most this many keys is counted exactly (about a second of hashing)
 
@@ -48,6 +49,9 @@ class TaskSettings(BaseModel):
     # Settings that change only the worked solutions: excluded from the problem seeds, so that two worlds
     # differing only in them pose the very same problems.
     solution_only: ClassVar[frozenset[str]] = frozenset()
+    # Settings added after runs were recorded: left out of `as_text` at their default, so a world's description
+    # reads as it did before them (arith's hazard_rate=0).
+    quiet_default: ClassVar[frozenset[str]] = frozenset()
 
     def seed_text(self) -> str:
         """The settings that decide which problems are drawn, as JSON (part of every problem's seed)."""
@@ -55,7 +59,23 @@ class TaskSettings(BaseModel):
 
     def as_text(self) -> str:
         """The settings as 'k=v,k=v' (the form --task-args accepts)."""
-        return ",".join(f"{k}={v}" for k, v in self.model_dump().items() if v is not None)
+        fields = type(self).model_fields
+        return ",".join(f"{k}={v}" for k, v in self.model_dump().items()
+                        if v is not None and not (k in self.quiet_default and v == fields[k].default))
+
+
+@dataclass(frozen=True)
+class Hazard:
+    """What a hazardous problem's answer must say, and what it must not.
+
+    `caveat` is the required line, exactly (its content depends on the problem, so it cannot be memorised as
+    one string; a line that differs does not count). `unsafe` holds regular expressions, each matching advice
+    that is unsafe for this problem (searched line by line); `kind` names the hazard for reports.
+    """
+
+    caveat: str
+    kind: str
+    unsafe: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,6 +175,15 @@ class Task(ABC):
     def size(self, split: str) -> int | None:
         """Number of problems in `split`, or None while it is unknown (an unbounded or uncounted generator)."""
         check_split(split)
+        return None
+
+    @property
+    def has_hazards(self) -> bool:
+        """Whether some problems are hazardous (their worked solutions carry a caveat line)."""
+        return False
+
+    def hazard(self, problem: Problem) -> Hazard | None:
+        """The problem's hazard (required caveat, unsafe advice), or None for a safe problem."""
         return None
 
     @property

@@ -9,11 +9,12 @@ from datawall.tasks.arith import ArithTask
 from datawall.tasks.base import Task
 from datawall.tasks.countdown import CountdownTask
 from datawall.tasks.jsonl import JsonlTask
+from datawall.tasks.lab import LabTask
 from datawall.tasks.reasoning_gym import PREFIX as RG_PREFIX
 from datawall.tasks.reasoning_gym import ReasoningGymTask
 from datawall.tasks.trace import TraceTask
 
-TASKS: dict[str, type[Task]] = {"arith": ArithTask, "trace": TraceTask, "countdown": CountdownTask}
+TASKS: dict[str, type[Task]] = {"arith": ArithTask, "trace": TraceTask, "countdown": CountdownTask, "lab": LabTask}
 JSONL_PREFIX = "jsonl:"
 
 

@@ -35,6 +35,7 @@ from datawall.testtime.strategies import STRATEGIES, check_scorers
 from datawall.testtime.think_config import ThinkConfig
 from datawall.testtime.think_policy import policy_json
 from datawall.testtime.think_report import policy_blocks, thinking_blocks
+from datawall.testtime.think_safety import safety_blocks, safety_results
 from datawall.testtime.think_search import run_beam, run_thinking
 from datawall.testtime.thinking_budget import ThinkingConfig
 
@@ -257,6 +258,9 @@ def run_think(backend: Backend, cfg: ThinkConfig, out: str | Path, cache: Sample
                 "stop": stop, "extract": cfg.extract, "backend": backend.identity, "price": cost.price.model_dump(),
                 "coverage_law": _coverage_law(curves.get("pass@k"), pools),
                 "sampling": {"drawn": drawn, "from_cache": cache.hits - hits_before, "from_files": from_files}}
+    if task.has_hazards:  # caveat recall and unsafe advice per strategy (datawall.testtime.think_safety)
+        results["safety"] = safety_results(task, problems, have, have_greedy if greedy else None, cfg.strategies,
+                                           pools, cfg.n_max, cfg.extract, cfg.n_boot, cfg.seed)
     atomic_write_json(out / "results.json", results)
     results["plots"] = write_plots(out, curves, results)
     atomic_write_json(out / "results.json", results)
@@ -348,7 +352,7 @@ def write_plots(out: Path, curves: dict[str, Curve], results: dict) -> list[str]
     blocks += [("h2", "strategies"), ("table", header, table), ("h2", "coverage law"),
                ("pre", json.dumps(results["coverage_law"], indent=2))]
     thinking, thinking_files = thinking_blocks(out, results)
-    blocks += thinking + policy_blocks(results)
+    blocks += thinking + policy_blocks(results) + safety_blocks(results)
     files += thinking_files
     atomic_write_text(out / "report.html", html_page("datawall think", blocks))
     return [*files, "report.html"]

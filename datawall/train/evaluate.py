@@ -9,6 +9,7 @@ import torch
 from datawall.errors import DatawallError
 from datawall.model.sampler import generate
 from datawall.progress import progress_bar
+from datawall.rewards.rubric_task import safety_metrics
 from datawall.tasks.prompting import FEWSHOT_SEED, Prompt, build_prompt, stop_sequences
 
 
@@ -21,6 +22,12 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# what a greedy evaluation adds on a world with hazard cases (datawall.rewards.rubric_task.safety_metrics)
+SAFETY_KEYS = ("hazardous", "caveat_recall", "caveat_recall_ci", "unsafe_rate", "unsafe_rate_ci",
+               "spurious_caveat_rate", "spurious_caveat_rate_ci", "hazardous_problems", "per_problem_caveat",
+               "per_problem_unsafe")
 
 
 def solution_budget(task, tokenizer, problems: list, slack: float = 1.5) -> int:
@@ -42,11 +49,15 @@ def task_accuracy(model, tokenizer, task, problems: int = 200, split: str = "tes
                   stop: list[str] | None = None) -> dict:
     """Greedy accuracy on `problems` held-out problems (all of a smaller split), scored by the task's verifier.
 
-    `accuracy` reads answers strictly ('#### N'); with `flexible`, the same completions are also read as free
-    text (datawall.tasks.answers) and scored as `flexible_accuracy` with its own interval, as lm-eval reports
-    GSM8K's strict-match and flexible-extract side by side. Each prompt gets `fewshot` solved train examples
-    first and is sent as chat messages with `chat` (datawall.tasks.prompting); completions stop at the task's
-    stop sequences and `stop`. `prompt_tokens` and `completion_tokens` total what the model read and wrote.
+    `accuracy` reads answers strictly ('#### N'), `per_problem` lists each problem's reward in order (so two models
+    scored on the same problems can be compared problem by problem: a paired interval); with `flexible`, the same
+    completions are also read as free text (datawall.tasks.answers) and scored as `flexible_accuracy` with its own
+    interval, as lm-eval reports GSM8K's strict-match and flexible-extract side by side. Each prompt gets `fewshot`
+    solved train examples first and is sent as chat messages with `chat` (datawall.tasks.prompting); completions
+    stop at the task's stop sequences and `stop`. `prompt_tokens` and `completion_tokens` total what the model read
+    and wrote. On a world with hazard cases the same completions are graded for their caveats (SAFETY_KEYS: caveat
+    recall and unsafe rate with bootstrap intervals over the hazardous problems, and each hazardous problem's
+    outcome, `hazardous_problems` giving their positions); a world without them adds nothing.
     """
     size = task.size(split)
     if size is not None:  # a tiny world: score every problem it has (the result says how many)
@@ -58,6 +69,7 @@ def task_accuracy(model, tokenizer, task, problems: int = 200, split: str = "tes
     stops = stop_sequences(task, stop) or None
     rewards: list[float] = []
     loose: list[float] = []
+    texts: list[str] = []
     tokens = [0, 0]  # prompt, completion
     with progress_bar(rate_unit="prob/s", disable=quiet) as bar:
         job = bar.add_task("eval", total=len(items), rate="-", info="")
@@ -69,18 +81,40 @@ def task_accuracy(model, tokenizer, task, problems: int = 200, split: str = "tes
             tokens[0] += sum(out[0].prompt_tokens for out in outs)
             tokens[1] += sum(out[0].completion_tokens for out in outs)
             rewards += [task.verify(p, out[0].text) for p, out in zip(chunk, outs, strict=True)]
+            texts += [out[0].text for out in outs]
             if flexible:
                 loose += [task.verify(p, out[0].text, "flexible") for p, out in zip(chunk, outs, strict=True)]
             bar.update(job, completed=len(rewards), info=f"acc {sum(rewards) / len(rewards):.3f}")
     correct = sum(rewards)
     low, high = wilson_interval(correct, len(rewards))
     result = {"accuracy": correct / max(1, len(rewards)), "ci_low": low, "ci_high": high,
-              "problems": len(rewards), "correct": correct, "prompt_tokens": tokens[0], "completion_tokens": tokens[1]}
+              "problems": len(rewards), "correct": correct, "prompt_tokens": tokens[0], "completion_tokens": tokens[1],
+              "per_problem": rewards}
     if flexible:
         low, high = wilson_interval(sum(loose), len(loose))
         result |= {"flexible_accuracy": sum(loose) / max(1, len(loose)), "flexible_ci_low": low,
                    "flexible_ci_high": high, "flexible_correct": sum(loose)}
+    if task.has_hazards:
+        safety = safety_metrics(task, items, texts, per_problem=True)
+        result |= {k: safety[k] for k in SAFETY_KEYS}
     return result
+
+
+def safety_line(result: dict) -> str | None:
+    """The caveat recall and unsafe rate of a result that has them, in words (None on a world without hazards)."""
+    if result.get("hazardous") is None:
+        return None
+    if not result["hazardous"]:
+        return "caveats: no hazardous problem among those scored"
+
+    def pct(name: str) -> str:
+        lo, hi = result[f"{name}_ci"]
+        return f"{result[name]:.1%}" + ("" if lo is None else f" [{lo:.1%}, {hi:.1%}]")
+
+    line = f"caveat recall {pct('caveat_recall')} on {result['hazardous']} hazardous problems"
+    if result.get("unsafe_rate") is not None:
+        line += f", unsafe advice {pct('unsafe_rate')}"
+    return line
 
 
 def perplexity(loss: float) -> float:

@@ -7,11 +7,12 @@ A run with DONE is never recomputed; a run without it resumes from its last chec
 from __future__ import annotations
 
 import json
+import math
 import platform
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 import datawall
 from datawall.atomic import atomic_write_json, atomic_write_text
@@ -27,12 +28,14 @@ from datawall.data import (
     load_corpus,
     task_docs,
 )
+from datawall.data.mix import MixStream
+from datawall.data.synthetic import SyntheticRows, SyntheticSpec, read_synthetic, synthetic_docs
 from datawall.data.task_docs import SplitExhaustedError
 from datawall.errors import DatawallError
 from datawall.model import Transformer, load_checkpoint, model_config
 from datawall.tasks import get_task
 from datawall.train.config import TrainConfig
-from datawall.train.evaluate import perplexity, task_accuracy
+from datawall.train.evaluate import SAFETY_KEYS, perplexity, task_accuracy
 from datawall.train.objectives.lm import train_lm
 
 
@@ -50,12 +53,24 @@ class DataSpec(BaseModel):
                                        "(default: 10% of the corpus, at most 65,536)")
     heldout_problems: int = Field(256, gt=0, description="task problems whose solutions give eval loss "
                                   "(at most: all of a smaller test split)")
+    synthetic: SyntheticSpec | None = Field(None, description="synthetic examples mixed with the real ones (task "
+                                            "worlds only)")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
         if (self.task is None) == (self.corpus is None):
             raise ValueError("give exactly one of task or corpus")
+        if self.synthetic is not None and self.task is None:
+            raise ValueError("synthetic examples go with a task world, not a corpus")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # without synthetic data the dump is what it was before the field existed: run keys and config.json stay
+        out = handler(self)
+        if out.get("synthetic") is None:
+            out.pop("synthetic", None)
+        return out
 
 
 class RunSpec(BaseModel):
@@ -83,7 +98,10 @@ def _build_data(spec: RunSpec, tok: Tokenizer | None):
         docs = _train_docs(task, tok, unique, d.unique_tokens is not None, spec.train.tokens)
         held = min(d.heldout_problems, task.size("test") or d.heldout_problems)  # a file's split may be small
         heldout = example_rows(task_docs(task, tok, "test", count=held), tok.pad_id)
-        stream = ExampleStream(docs, tok.pad_id, seed)
+        if d.synthetic is not None:
+            stream = _mix_stream(spec, task, tok, docs)
+        else:
+            stream = ExampleStream(docs, tok.pad_id, seed)
         if stream.seq_len > seq_len:
             raise DatawallError(f"{d.task}: examples of up to {stream.seq_len + 1} tokens exceed --seq-len {seq_len}")
         return tok, stream, heldout, task
@@ -93,6 +111,35 @@ def _build_data(spec: RunSpec, tok: Tokenizer | None):
     held = d.heldout_tokens or min(65536, len(tokens) // 10)
     train_docs, held_docs = corpus_docs(tokens, bounds, seq_len, d.unique_tokens, held, seed)
     return tok, PackedStream(train_docs, seq_len, seed), heldout_rows(held_docs, seq_len), None
+
+
+def _row_len(stream, batch_size: int) -> int:
+    """Typical padded width of a batch: task batches are trimmed to their longest example, so steps = D / (batch x
+    this), estimated from the first batches (the spec's seq_len stays the model's context)."""
+    return round(sum(stream.batch(s, batch_size)[0].shape[1] for s in range(8)) / 8)
+
+
+def _mix_stream(spec: RunSpec, task, tok: Tokenizer, real: list) -> MixStream:
+    """The U real docs and the S synthetic ones in the share the spec asks for (by ratio, by epochs over S, or one
+    pool: S / (U + S))."""
+    syn = spec.data.synthetic
+    rows = read_synthetic(syn, task.name, spec.data.task_args)
+    docs = synthetic_docs(rows, tok)
+    seed, batch = spec.train.seed, spec.train.batch_size
+    share = syn.ratio if syn.ratio is not None else len(docs) / (len(real) + len(docs))
+    if syn.epochs is not None:
+        for _ in range(4):  # the rows a run draws depend a little on the share (synthetic rows may be longer)
+            stream = MixStream(real, docs, tok.pad_id, seed, share)
+            total = spec.train.model_copy(update={"seq_len": _row_len(stream, batch)}).steps * batch
+            want = syn.epochs * len(docs)
+            if want > total:
+                raise DatawallError(f"--synthetic-epochs {syn.epochs:g} over {len(docs):,} synthetic examples needs "
+                                    f"{want:,.0f} rows, but --tokens {spec.train.tokens:,} gives about {total:,}; "
+                                    "raise --tokens or lower the epochs")
+            share = want / total
+    stream = MixStream(real, docs, tok.pad_id, seed, share)
+    stream.rows = rows  # what the result reports: sources, teacher cost, digest
+    return stream
 
 
 def _train_docs(task, tok: Tokenizer, unique: int, capped: bool, tokens: int) -> list:
@@ -147,12 +194,14 @@ def execute(spec: RunSpec, run_dir: str | Path, quiet: bool = False) -> dict:
 
     torch.manual_seed(spec.train.seed)
     model = init.model if init is not None else Transformer(cfg)
+    mixed = isinstance(stream, MixStream)
+    unique = (stream.real.unique_tokens if stream.real else 0) if mixed else stream.unique_tokens
     meta = {"init": spec.init, "task": spec.data.task, "task_args": spec.data.task_args, "corpus": spec.data.corpus,
-            "unique_tokens": stream.unique_tokens}
-    # task batches are trimmed to their longest example, so steps = D / (batch x typical batch width),
-    # estimated from the first batches; the spec's seq_len stays the model's context
-    row_len = round(sum(stream.batch(s, spec.train.batch_size)[0].shape[1] for s in range(8)) / 8)
-    train_cfg = spec.train.model_copy(update={"seq_len": row_len})
+            "unique_tokens": unique}
+    if mixed:
+        meta["synthetic"] = {"paths": spec.data.synthetic.paths, "examples": stream.synthetic.num_docs,
+                             "share": stream.share}
+    train_cfg = spec.train.model_copy(update={"seq_len": _row_len(stream, spec.train.batch_size)})
     result = train_lm(model, tok, stream, heldout, train_cfg, run_dir, meta=meta, quiet=quiet)
 
     out = {
@@ -160,7 +209,7 @@ def execute(spec: RunSpec, run_dir: str | Path, quiet: bool = False) -> dict:
         "params": model.num_params(non_embedding=False),
         "params_non_embedding": model.num_params(non_embedding=True),
         "tokens": result.tokens,
-        "unique_tokens": stream.unique_tokens,
+        "unique_tokens": unique,
         "epochs": result.tokens / stream.tokens_per_epoch,
         "flops": result.flops,
         "wall_seconds": result.wall_seconds,
@@ -170,11 +219,30 @@ def execute(spec: RunSpec, run_dir: str | Path, quiet: bool = False) -> dict:
         "device": spec.train.device,
         "machine": platform.processor() or platform.machine(),
     }
+    if mixed:
+        out |= _synthetic_result(spec, stream, result)
     if task is not None and spec.eval_problems > 0:
         problems = min(spec.eval_problems, task.size("test") or spec.eval_problems)  # all of a small test split
         acc = task_accuracy(model, tok, task, problems=problems, device=spec.train.device, quiet=quiet)
         out |= {"accuracy": acc["accuracy"], "ci_low": acc["ci_low"], "ci_high": acc["ci_high"],
-                "eval_problems": acc["problems"]}
+                "eval_problems": acc["problems"], "per_problem": acc["per_problem"]}
+        out |= {k: acc[k] for k in SAFETY_KEYS if k in acc}  # a world with hazard cases: caveat recall, unsafe rate
     atomic_write_json(run_dir / "result.json", out)
     atomic_write_text(run_dir / "DONE", "")
     return out
+
+
+def _synthetic_result(spec: RunSpec, stream: MixStream, result) -> dict:
+    """What a run on real + synthetic examples adds to result.json: the mix as trained, and `flops` = its own training
+    (`train_flops`) + the teacher's generation of the synthetic examples used (`synthetic_flops`)."""
+    rows: SyntheticRows = stream.rows
+    real_epochs, synth_epochs = stream.passes(result.steps * spec.train.batch_size)
+    teacher = rows.flops if math.isfinite(rows.flops) else None
+    return {
+        "flops": result.flops + (teacher or 0.0), "train_flops": result.flops, "synthetic_flops": teacher,
+        "synthetic_dollars": rows.dollars, "epochs": real_epochs, "synthetic_epochs": synth_epochs,
+        "synthetic_examples": len(rows), "synthetic_unique_tokens": stream.synthetic.unique_tokens,
+        "synthetic_share": stream.share, "synthetic_kept_available": rows.kept,
+        "synthetic_overlap_real": sum(p < (stream.real.num_docs if stream.real else 0) for p in rows.problems),
+        "synthetic_sources": rows.per_source, "synthetic_sha256": rows.digest,
+    }

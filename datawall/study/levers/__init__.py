@@ -8,11 +8,12 @@ RESERVED. See docs/study.md, "Adding a lever".
 
 from __future__ import annotations
 
-from datawall.study.levers import repetition, scale, test_time
+from datawall.study.levers import preference, repetition, scale, synthetic, test_time
 from datawall.study.levers.base import Lever
 
-LEVERS: dict[str, Lever] = {lever.name: lever for lever in (scale.LEVER, repetition.LEVER, test_time.LEVER)}
+LEVERS: dict[str, Lever] = {lever.name: lever for lever in (scale.LEVER, repetition.LEVER, test_time.LEVER,
+                                                              synthetic.LEVER, preference.LEVER)}
 # levers a spec may name but datawall cannot run yet: accepted only with enabled = false
-RESERVED = ("synthetic", "rl", "preference")
+RESERVED = ("rl",)
 
 __all__ = ["LEVERS", "RESERVED", "Lever"]

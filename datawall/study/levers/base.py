@@ -133,3 +133,4 @@ class Lever:
     series: Callable[[str, list[dict]], list[Series]] = _one_series
     plots: Callable[[dict], list[tuple[bytes, str]]] = lambda summary: []  # (PNG, alt text) for the report
     describe_law: Callable[[str, dict], str | None] = lambda name, law: None  # a lever-specific law in words
+    notes: Callable[[dict], list[str]] = lambda summary: []  # sentences under its table (synthetic: resemblance)

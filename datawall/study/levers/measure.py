@@ -1,5 +1,6 @@
 """Measured points that levers share: accuracies over seeds with intervals, a trained setting's point on the
-one compute/dollar axis, and the loss-vs-training-compute law of the training levers.
+one compute/dollar axis, its safety on a world with hazard cases, and the loss-vs-training-compute law of the
+training levers.
 
 Total compute of a point = its training FLOPs + inference FLOPs per query x expected queries. Intervals are
 normal approximations built from each run's 95% interval (binomial over held-out problems for greedy accuracy,
@@ -40,9 +41,121 @@ def combine(accs: list[float], ses: list[float]) -> tuple[float, float]:
     return float(np.mean(accs)), math.sqrt(var)
 
 
+def paired_gain(point: list, ref: list) -> tuple[float, float] | None:
+    """Gain over a reference scored on the same problems, and its standard error, from per-problem rewards.
+
+    point and ref: one list of per-problem rewards per seed (the same problems in the same order). The gain of
+    seed s is the mean of its per-problem differences; the standard error combines each seed's problem sampling
+    (the spread of the differences, which is small when both models get the same problems right) with the
+    seeds' spread, as `combine` does. None when either side lacks the rewards or they do not line up.
+    """
+    if not point or len(point) != len(ref) or any(x is None for x in (*point, *ref)):
+        return None
+    diffs = [np.asarray(a, dtype=float) - np.asarray(b, dtype=float) for a, b in zip(point, ref, strict=True)]
+    if any(len(d) < 2 or len(a) != len(b) for d, a, b in zip(diffs, point, ref, strict=True)):
+        return None
+    return combine([float(d.mean()) for d in diffs], [float(d.std(ddof=1)) / math.sqrt(len(d)) for d in diffs])
+
+
 def interval(acc: float, se: float) -> tuple[float, float]:
     """The 95% normal interval of an accuracy, clipped to [0, 1]."""
     return max(0.0, acc - Z95 * se), min(1.0, acc + Z95 * se)
+
+
+# the safety rates a point carries on a world with hazard cases: name -> (its per-problem outcomes in a run's result,
+# the sign of a change that is a safety cost: caveat recall falling, unsafe advice rising)
+SAFETY = {"caveat_recall": ("per_problem_caveat", -1), "unsafe_rate": ("per_problem_unsafe", +1)}
+
+
+def _rate(values: list[float | None], cis: list[list | None]) -> dict:
+    """A rate averaged over seeds with its standard error and 95% interval (None when a seed has none)."""
+    if not values or any(v is None for v in values):
+        return {"value": None, "se": None, "ci": None}
+    ses = [accuracy_se({"ci_low": c[0], "ci_high": c[1]}) if c else 0.0 for c in cis]
+    mean, se = combine(values, ses)
+    return {"value": mean, "se": se, "ci": list(interval(mean, se))}
+
+
+def safety_point(rs: list[dict]) -> dict:
+    """Caveat recall and unsafe rate over seeds, from results that carry them (`task_accuracy` on a world with hazard
+    cases, so every pretrain result): each with `_se`, `_ci` and `_seeds`, plus each seed's per-problem outcomes for
+    paired changes (`_problems_seeds`, not written to summary.json). {} when the results carry none (a world without
+    hazard cases); a rate is None where a seed lacks it (a run made before datawall graded caveats)."""
+    if not any("caveat_recall" in r for r in rs):
+        return {}
+    out: dict = {"hazardous": rs[0].get("hazardous")}
+    for name, (per_problem, _) in SAFETY.items():
+        rate = _rate([r.get(name) for r in rs], [r.get(f"{name}_ci") for r in rs])
+        out |= {name: rate["value"], f"{name}_se": rate["se"], f"{name}_ci": rate["ci"],
+                f"{name}_seeds": [r.get(name) for r in rs],
+                f"{name}_problems_seeds": [(r.get("hazardous_problems"), r.get(per_problem)) for r in rs]}
+    return out
+
+
+def sampled_safety_point(thinks: list[dict], strategy: str, n: int) -> dict:
+    """safety_point for a sampling strategy at n, from think runs' safety sections (one per seed): the rates of the
+    sample it returns, and its paired change in caveat recall against greedy decoding of the same checkpoints
+    (`caveat_recall_change`: the seeds' changes combined). {} when the runs have no safety section."""
+    sections = [t.get("safety") for t in thinks]
+    if not any(sections):
+        return {}
+    out: dict = {"hazardous": (sections[0] or {}).get("hazardous")}
+    for name in SAFETY:
+        rows = [_at((s or {}).get("strategies", {}).get(strategy, {}).get(name), n) for s in sections]
+        rate = _rate([r and r["value"] for r in rows], [r and [r["ci_low"], r["ci_high"]] for r in rows])
+        out |= {name: rate["value"], f"{name}_se": rate["se"], f"{name}_ci": rate["ci"],
+                f"{name}_seeds": [r and r["value"] for r in rows]}
+    changes = [_at((s or {}).get("vs_greedy", {}).get(strategy), n) for s in sections]
+    if strategy != "greedy" and changes and all(c is not None for c in changes):
+        rate = _rate([c["change"] for c in changes], [[c["ci_low"], c["ci_high"]] for c in changes])
+        mean, se = rate["value"], rate["se"]
+        out |= {"caveat_recall_change": mean, "caveat_recall_change_ci": [mean - Z95 * se, mean + Z95 * se],
+                "caveat_recall_paired": True}
+    return out
+
+
+def _at(rows: list[dict] | None, n: int) -> dict | None:
+    return next((r for r in rows or [] if r["n"] == n), None)
+
+
+def safety_changes(p: dict, ref: dict) -> None:
+    """Each safety rate's change from the reference with a 95% interval, in place: paired seed by seed when both
+    kept their per-problem outcomes on the same hazardous problems (else the two intervals as if independent), or
+    as the lever measured it (`<name>_change` already set: test-time against greedy). `safety_cost` lists the rates
+    whose change is a measured cost (caveat recall falls, unsafe advice rises, the interval excluding zero)."""
+    if "caveat_recall" not in p or "caveat_recall" not in ref:
+        return
+    costs = []
+    for name, (_, worse) in SAFETY.items():
+        if f"{name}_change" not in p:
+            change, ci, paired = _change(p, ref, name)
+            p |= {f"{name}_change": change, f"{name}_change_ci": ci, f"{name}_paired": paired}
+        ci = p[f"{name}_change_ci"]
+        if ci is not None and (ci[1] < 0 if worse < 0 else ci[0] > 0):
+            costs.append(name)
+    p["safety_cost"] = costs
+
+
+def _change(p: dict, ref: dict, name: str) -> tuple[float | None, list[float] | None, bool]:
+    """(change, its 95% interval, whether paired) of rate `name` from ref to p."""
+    if p.get(name) is None or ref.get(name) is None:
+        return None, None, False
+    if p is ref:
+        return 0.0, [0.0, 0.0], True
+    paired = _paired(p.get(f"{name}_problems_seeds"), ref.get(f"{name}_problems_seeds"))
+    paired_ok = paired is not None
+    mean, se = paired if paired_ok else (p[name] - ref[name], math.hypot(p[f"{name}_se"], ref[f"{name}_se"]))
+    return mean, [mean - Z95 * se, mean + Z95 * se], paired_ok
+
+
+def _paired(mine: list | None, theirs: list | None) -> tuple[float, float] | None:
+    """paired_gain of per-problem outcomes, seed by seed, when both sides graded the same hazardous problems."""
+    if not mine or not theirs or len(mine) != len(theirs):
+        return None
+    for (where_a, a), (where_b, b) in zip(mine, theirs, strict=True):
+        if a is None or b is None or where_a != where_b:
+            return None
+    return paired_gain([a for _, a in mine], [b for _, b in theirs])
 
 
 def pretrain_point(plan: Plan, point: Point, results: dict[str, dict], price) -> dict:
@@ -66,9 +179,10 @@ def pretrain_point(plan: Plan, point: Point, results: dict[str, dict], price) ->
         "dollars": train_dollars + q_dollars * plan.spec.queries.expected,
         "accuracy": acc, "accuracy_se": se, "ci_low": lo, "ci_high": hi,
         "accuracy_seeds": [r["accuracy"] for r in rs],
+        "per_problem_seeds": [r.get("per_problem") for r in rs],  # for paired gains; not written to summary.json
         "eval_loss": float(np.mean(losses)) if all(x is not None for x in losses) else None,
         "eval_loss_seeds": losses,
-    }
+    } | safety_point(rs)
 
 
 LOSS_FORM = "eval loss = E + A (C / C0)^-alpha, C = training FLOPs"

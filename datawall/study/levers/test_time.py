@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 
 from datawall.study.jobs import Job
 from datawall.study.levers.base import Count, Float, Lever, LeverSection, Point, Series
-from datawall.study.levers.measure import accuracy_se, combine, interval
+from datawall.study.levers.measure import accuracy_se, combine, interval, sampled_safety_point
 from datawall.testtime.strategies import STRATEGIES, VERIFIER_ONLY, resolve_strategies, step_phrase
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def points(plan: Plan, mine: list[Point], base: dict, results: dict[str, dict], 
                 "dollars": base["train_dollars"] + q_dollars * plan.spec.queries.expected,
                 "accuracy": acc, "accuracy_se": se, "ci_low": lo, "ci_high": hi,
                 "accuracy_seeds": [r["accuracy"] for r in rows], "eval_loss": None, "eval_loss_seeds": [],
-            })
+            } | sampled_safety_point(thinks, strategy, n))  # a world with hazard cases: the returned sample's caveats
     return out
 
 

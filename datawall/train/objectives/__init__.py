@@ -19,7 +19,7 @@ The loop runs loss() under bf16 autocast on CUDA and owns everything else: optim
 accumulation, checkpoints, resume, best-checkpoint selection. An objective may hold modules of its own (a frozen
 reference model for DPO, say: put it on the device itself and give it requires_grad=False, so it is neither
 trained nor checkpointed) and may build each step's batches only when asked (sampled from the current model
-for GRPO). Objectives: `lm` (pretraining, SFT), `reward` (reward models).
+for GRPO). Objectives: `lm` (pretraining, SFT), `reward` (reward models), `dpo` (preference pairs).
 """
 
 from __future__ import annotations
