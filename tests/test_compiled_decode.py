@@ -3,12 +3,18 @@ cached logits equal to a full forward, and one graph per cache kind however leng
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch._dynamo.utils as dynamo_utils
+from typer.testing import CliRunner
 
+from datawall.cli import app
+from datawall.commands.backends import build_backend
 from datawall.data.tokenizer import Tokenizer
-from datawall.model import Transformer, generate, model_config
+from datawall.errors import DatawallError
+from datawall.model import Transformer, generate, model_config, save_checkpoint
 from datawall.model.compiled_decode import compiled_step
 
 TOK = Tokenizer.for_chars("abcdefghij0123456789 +-=#\n")
@@ -54,3 +60,34 @@ def test_compiled_cached_logits_match_a_full_forward(model):
         steps = [model(ids[:, :4], cache)]
         steps += [compiled_step(model, ids[:, t : t + 1], cache) for t in range(4, 12)]
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+
+
+def test_cli_sample_compile_gives_the_eager_samples(model, tmp_path):
+    ckpt = save_checkpoint(tmp_path / "sharp", model, TOK)
+
+    def samples(*args):
+        result = CliRunner().invoke(app, ["sample", "--model", str(ckpt), "--prompt", "12+34=", "--max-tokens", "12",
+                                          "--n", "3", "--seed", "7", "--json", *args])
+        assert result.exit_code == 0, result.output
+        return [(s["text"], s["finish_reason"]) for s in json.loads(result.stdout)["samples"]]
+
+    eager = samples()
+    assert samples("--compile") == eager
+    assert len(set(eager)) > 1  # distinct samples: a seed that reached the sampler
+
+
+def test_compiled_backend_samples_like_the_eager_one_and_is_cached_apart(model, tmp_path):
+    ckpt = save_checkpoint(tmp_path / "sharp", model, TOK)
+    eager, compiled = build_backend(model=ckpt), build_backend(model=ckpt, compile_step=True)
+    assert compiled.identity == eager.identity + ":compiled"  # a sample cache never mixes the two
+    kw = dict(n=2, max_tokens=10, temperature=1.0, top_p=None, stop=["#"], seed=3)
+    texts = [[c.text for c in row] for row in eager.sample(PROMPTS, **kw)]
+    assert [[c.text for c in row] for row in compiled.sample(PROMPTS, **kw)] == texts
+
+
+def test_compile_goes_with_datawall_models_only(tmp_path):
+    with pytest.raises(DatawallError, match="--compile compiles datawall's engine"):
+        build_backend(hf=tmp_path, compile_step=True)
+    result = CliRunner().invoke(app, ["think", "--task", "arith", "--out", str(tmp_path / "t"), "--hf", str(tmp_path),
+                                      "--compile"])
+    assert isinstance(result.exception, DatawallError) and "--compile compiles" in str(result.exception)
