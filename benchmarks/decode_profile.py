@@ -17,13 +17,11 @@ import warnings
 
 import torch
 from common import machine
-from sample_throughput import SMOLLM2
+from sample_throughput import ALPHABET, SMOLLM2
 
 from datawall.data.tokenizer import Tokenizer
 from datawall.model import Transformer, model_config, save_checkpoint
 from datawall.model.kv_cache import KVCache
-
-ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 +-*/=()#\n"
 
 
 def best(fn, repeats: int) -> float:
