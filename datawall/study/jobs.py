@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from datawall.atomic import atomic_write_json
 from datawall.device import DeviceName
 from datawall.errors import DatawallError, validation_error
+from datawall.rl.config import RLConfig
 from datawall.testtime.strategies import VERIFIER_ONLY
 from datawall.testtime.think_config import ThinkConfig
 
@@ -343,6 +344,42 @@ def _prefer_progress(config: dict, run_dir: Path) -> float | None:
     return prefer_progress(config, run_dir)
 
 
+# --- rl: config = RLConfig fields + "model" (the pretrain key) ------------------------------------------------
+
+class RLJob(RLConfig):
+    """An rl run of a study: RLConfig's settings on the checkpoint of the pretrain job `model`."""
+
+    model: str = Field(min_length=1, description="key of the pretrain job whose checkpoint is trained")
+
+
+def _rl_resolve(config: dict) -> dict:
+    from pydantic import ValidationError
+
+    try:
+        job = RLJob.model_validate(config)
+    except ValidationError as e:
+        raise validation_error(e, "rl job config") from None
+    _check_task(job.task, job.task_args)
+    resolved = job.model_dump(mode="json")
+    return {"model": resolved.pop("model"), **resolved}
+
+
+def _rl_run(config: dict, run_dir: Path, dep_dirs: dict[str, Path], quiet: bool) -> dict:
+    from datawall.rl.run import run_rl
+
+    cfg = RLConfig(**{k: v for k, v in config.items() if k != "model"})
+    return run_rl(dep_dirs[config["model"]] / "checkpoint", cfg, run_dir, quiet=quiet)
+
+
+RL_METRICS = ("accuracy_before", "accuracy_after", "accuracy_gain", "steps", "best_step", "flops",
+              "seconds_per_step")
+
+
+def _rl_progress(config: dict, run_dir: Path) -> float | None:
+    last = _last_jsonl(run_dir / "metrics.jsonl")
+    return 0.0 if last is None else min(1.0, last.get("step", 0) / config["steps"])
+
+
 KINDS: dict[str, Kind] = {
     "pretrain": Kind(version="2", run=_pretrain_run, resolve=_pretrain_resolve,  # 2: splits never repeat a problem
                      needs=_pretrain_needs, summary=lambda r: {k: r[k] for k in PRETRAIN_METRICS if k in r},
@@ -368,6 +405,10 @@ KINDS: dict[str, Kind] = {
                    progress=_prefer_progress,
                    describe=lambda c: f"prefer {c['prompts']} prompts, graders flip {c['grader']['noise']:g}, "
                                       f"seed {c['seed']}"),
+    "rl": Kind(version="1", run=_rl_run, resolve=_rl_resolve, needs=lambda c: [c["model"]],
+               summary=lambda r: {k: r[k] for k in RL_METRICS if k in r}, progress=_rl_progress,
+               describe=lambda c: f"rl {c['loss']}, {c['steps']} steps of {c['prompts_per_step']} x {c['group']}, "
+                                  f"seed {c['seed']}"),
 }
 
 

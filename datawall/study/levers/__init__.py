@@ -8,12 +8,12 @@ RESERVED. See docs/study.md, "Adding a lever".
 
 from __future__ import annotations
 
-from datawall.study.levers import preference, repetition, scale, synthetic, test_time
+from datawall.study.levers import preference, repetition, rl, scale, synthetic, test_time
 from datawall.study.levers.base import Lever
 
 LEVERS: dict[str, Lever] = {lever.name: lever for lever in (scale.LEVER, repetition.LEVER, test_time.LEVER,
-                                                              synthetic.LEVER, preference.LEVER)}
+                                                              synthetic.LEVER, preference.LEVER, rl.LEVER)}
 # levers a spec may name but datawall cannot run yet: accepted only with enabled = false
-RESERVED = ("rl",)
+RESERVED: tuple[str, ...] = ()
 
 __all__ = ["LEVERS", "RESERVED", "Lever"]

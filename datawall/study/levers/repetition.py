@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 
+from datawall.laws import repetition_value
 from datawall.study.levers.base import Float, Lever, LeverSection, Point, Setting
 from datawall.study.levers.measure import pretrain_point, training_laws
 
@@ -43,5 +44,19 @@ def label(p: dict, base: dict) -> str:
     return f"training {_epochs(p['epochs'])} over the data instead of {base['epochs']:g}"
 
 
+def laws(plan: Plan, mine: list[Point], points: list[dict], results: dict[str, dict]) -> dict:
+    """Held-out loss against training FLOPs, and R_D* (what a repeated pass is worth) from the accuracy per seed."""
+    epochs = [p["epochs"] for p in points for _ in p["accuracy_seeds"]]
+    accuracy = [a for p in points for a in p["accuracy_seeds"]]
+    return {**training_laws(plan, mine, points, results),
+            "repetition_value": repetition_value.fit_repetition_value(epochs, accuracy)}
+
+
+def describe_law(name: str, law: dict) -> str | None:
+    """The R_D* fit in words (the loss law is described like every lever's)."""
+    return repetition_value.describe(law) if name == "repetition_value" else None
+
+
 LEVER = Lever(name=NAME, section=Repetition, title="Repetition (epochs over U)", noun="more epochs", color="C2",
-              jobs=jobs, points=points, label=label, tag=lambda p: f"{p['epochs']:g} ep", laws=training_laws)
+              jobs=jobs, points=points, label=label, tag=lambda p: f"{p['epochs']:g} ep", laws=laws,
+              describe_law=describe_law)

@@ -1,0 +1,101 @@
+"""Rewards of RL: a pluggable function of a problem and its group of completions, plus optional shaping terms.
+
+A reward function is `fn(problem, completions) -> list[float]`, called once per prompt with its distinct
+completions (a reward model scores them in one batch; a repeated text is scored once). Built in: the task's
+verifier (the default), a seeded coin flip (the control that should teach nothing) and a trained reward model
+(`datawall reward train`, its P(correct)); any other callable of that shape can be passed to
+`datawall.rl.run_rl`. Shaping terms (format, overlong) are added by `shape` from each completion's text, length
+and finish reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from datawall.errors import DatawallError
+from datawall.tasks import Problem, Task
+from datawall.tasks.base import TaskIndexError
+from datawall.tasks.splits import stable_seed
+
+RewardFn = Callable[[Problem, list[str]], list[float]]
+
+
+@dataclass
+class Reward:
+    """A reward function with its name (for the run's records) and the FLOPs it spends per completion read."""
+
+    name: str
+    fn: RewardFn
+    flops: Callable[[Problem, str], float] = lambda problem, completion: 0.0
+    is_verifier: bool = False  # its rewards are the verifier's (then they are also the logged accuracy)
+
+
+def check_verifier(task: Task) -> None:
+    """DatawallError unless the task has train problems and a verifier that accepts its own reference solution."""
+    try:
+        problem = task.problem("train", 0)
+    except TaskIndexError:
+        raise DatawallError(f"{task.name}: the train split has no problems, and RL draws its prompts from it") from None
+    if not getattr(task, "verifiable", True):
+        raise DatawallError(f"{task.name}: has no verifier, so RL has no reward; pass --reward DIR (a reward model "
+                            "from `datawall reward train`) or choose a task with one")
+    try:
+        score = task.verify(problem, task.solution(problem))
+    except NotImplementedError:
+        raise DatawallError(f"{task.name}: has no verifier, so RL has no reward; pass --reward DIR (a reward model "
+                            "from `datawall reward train`) or choose a task with one") from None
+    if score < 1.0:
+        raise DatawallError(f"{task.name}: its verifier gives its own reference solution {score:g}, not 1; RL needs "
+                            "a verifier that recognises a right answer")
+
+
+def verifier_reward(task: Task, how: str = "strict") -> Reward:
+    """1 for a completion whose answer (read `how`) is right, else 0 (the task's verifier)."""
+    return Reward(f"verifier ({how})", lambda problem, completions: [task.verify(problem, c, how) for c in completions],
+                  is_verifier=True)
+
+
+def random_reward(seed: int) -> Reward:
+    """A fair coin per (problem, completion text), seeded: the control reward, unrelated to correctness."""
+    def fn(problem: Problem, completions: list[str]) -> list[float]:
+        return [float(stable_seed("random-reward", seed, problem.key, c) & 1) for c in completions]
+
+    return Reward("random", fn)
+
+
+def model_reward(directory: str | Path, device: str = "cpu") -> Reward:
+    """A trained reward model's P(correct) of each completion (an ORM's last-token score, a PRM's minimum step)."""
+    from datawall.rewards.scorers import RewardScorer
+
+    scorer = RewardScorer(directory, how="min", device=device)
+    return Reward(f"{scorer.kind} {Path(directory)}", scorer, lambda problem, c: scorer.flops(problem.prompt, c))
+
+
+def build_reward(spec: str, task: Task, extract: str, seed: int, device: str) -> Reward:
+    """The reward `--reward` names: verifier, random, or a reward-model directory."""
+    if spec == "verifier":
+        return verifier_reward(task, extract)
+    if spec == "random":
+        return random_reward(seed)
+    path = Path(spec)
+    if not path.is_dir():
+        raise DatawallError(f"--reward {spec}: neither 'verifier', 'random' nor a reward-model directory")
+    return model_reward(path, device)
+
+
+def shape(rewards: list[float], task: Task, texts: list[str], lengths: list[int], truncated: list[bool],
+          format_reward: float, overlong_penalty: float, max_tokens: int) -> list[float]:
+    """Rewards plus the format term (a strictly readable answer line) and DAPO's soft overlong punishment: 0 up to
+    3/4 of max_tokens, then falling linearly to -overlong_penalty at max_tokens (and for a truncated completion)."""
+    out = list(rewards)
+    if format_reward:
+        out = [r + format_reward * (task.extract_answer(t, "strict") is not None)
+               for r, t in zip(out, texts, strict=True)]
+    if overlong_penalty:
+        buffer = max(1, max_tokens // 4)
+        start = max_tokens - buffer
+        out = [r - overlong_penalty * (1.0 if cut else min(1.0, max(0.0, (n - start) / buffer)))
+               for r, n, cut in zip(out, lengths, truncated, strict=True)]
+    return out
