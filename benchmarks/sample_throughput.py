@@ -5,15 +5,20 @@ temperature 1 (eos ignored): (a) 64 different prompts x 1 sample, (b) one prompt
 Presets: datawall's size presets, and `smollm2`, SmolLM2-135M's exact shape (its 49152-token vocabulary, so the
 same FLOPs per token; prompts still come from the char tokenizer, whose ids are a subset: real weights and a
 real tokenizer would not change the speed).
+--compile adds datawall with its decode step compiled (`generate(..., compile_step=True)`; the compilation is
+timed apart, in the warm-up call) and --int8 datawall on an int8 copy of the model (`datawall.model.quantize`;
+not the fp32 model's outputs: see benchmarks/int8_agreement.py). The headline ratio stays fp32 eager vs fp32.
 --clock cpu times process CPU seconds instead of wall seconds: on a machine shared with other jobs that
-ignores time spent waiting for a core (use it with --threads 1; idle OpenMP threads would count at 2).
+ignores time spent waiting for a core (use it with --threads 1; idle OpenMP threads would count at 2; the C++
+compiler that --compile runs is another process, so its time shows only in the wall-clock compile seconds).
 Run: .venv/bin/python benchmarks/sample_throughput.py [--presets 1m,5m,smollm2] [--threads 2] [--repeats 3]
-     [--clock cpu]
+     [--clock cpu] [--compile] [--int8]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import random
@@ -25,6 +30,7 @@ from common import machine
 
 from datawall.data.tokenizer import Tokenizer
 from datawall.model import Transformer, generate, model_config, save_checkpoint
+from datawall.model.quantize import int8_copy
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 +-*/=()#\n"
 NEW_TOKENS = 64
@@ -58,8 +64,8 @@ def hf_inputs(tok: Tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
-def run_preset(preset: str, tok: Tokenizer, repeats: int, clock) -> list[tuple[str, str, float, float]]:
-    """(preset, workload, datawall tok/s, transformers tok/s) for both workloads."""
+def run_preset(preset: str, tok: Tokenizer, repeats: int, clock, compiled: bool, int8: bool) -> list[dict]:
+    """Tokens per second of each engine for both workloads (and the compile seconds of the compiled step)."""
     from transformers import LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -74,6 +80,7 @@ def run_preset(preset: str, tok: Tokenizer, repeats: int, clock) -> list[tuple[s
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(tmp + "/ckpt", model, tok, {"benchmark": "sample_throughput"})
         hf = LlamaForCausalLM.from_pretrained(tmp + "/ckpt").eval()
+    q8 = int8_copy(model) if int8 else None
 
     rng = random.Random(0)
     prompts = ["".join(rng.choice(ALPHABET[:36]) for _ in range(rng.randint(8, 24))) + "=" for _ in range(64)]
@@ -85,9 +92,9 @@ def run_preset(preset: str, tok: Tokenizer, repeats: int, clock) -> list[tuple[s
         ids, mask = hf_inputs(tok, batch)
         tokens = len(batch) * n * NEW_TOKENS
 
-        def ours(batch=batch, n=n, tokens=tokens):
-            out = generate(model, tok, batch, n=n, max_new_tokens=NEW_TOKENS, temperature=1.0, seed=0,
-                           ignore_eos=True)
+        def ours(m=model, batch=batch, n=n, tokens=tokens, **kw):
+            out = generate(m, tok, batch, n=n, max_new_tokens=NEW_TOKENS, temperature=1.0, seed=0,
+                           ignore_eos=True, **kw)
             assert sum(s.completion_tokens for o in out for s in o) == tokens
 
         def theirs(ids=ids, mask=mask, n=n):
@@ -95,8 +102,18 @@ def run_preset(preset: str, tok: Tokenizer, repeats: int, clock) -> list[tuple[s
                 out = hf.generate(ids, attention_mask=mask, num_return_sequences=n, **hf_kw)
             assert out.shape == (ids.shape[0] * n, ids.shape[1] + NEW_TOKENS)
 
-        t_ours, t_hf = best_times([ours, theirs], repeats, clock)
-        rows.append((preset, name, tokens / t_ours, tokens / t_hf))
+        engines = {"datawall": ours, "transformers": theirs}
+        row = {"preset": preset, "workload": name}
+        if compiled:
+            engines["compiled"] = functools.partial(ours, compile_step=True)
+            start = time.perf_counter()
+            engines["compiled"]()  # the compilation (one graph per cache kind, kept for the timed calls)
+            row["compile_s"] = time.perf_counter() - start
+        if q8 is not None:
+            engines["int8"] = functools.partial(ours, m=q8)
+        times = best_times(list(engines.values()), repeats, clock)
+        row.update({engine: tokens / t for engine, t in zip(engines, times, strict=True)})
+        rows.append(row)
     return rows
 
 
@@ -106,6 +123,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    parser.add_argument("--compile", action="store_true", help="also time the compiled decode step")
+    parser.add_argument("--int8", action="store_true", help="also time an int8 copy of the model")
     args = parser.parse_args()
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
@@ -117,10 +136,18 @@ def main() -> None:
           f"{args.clock} clock, load average {os.getloadavg()[0]:.1f} at start\n")
     tok = Tokenizer.for_chars(ALPHABET)
     start = time.perf_counter()
-    print(f"{'preset':<9}{'workload':<20}{'datawall tok/s':>16}{'transformers tok/s':>20}{'ratio':>8}")
+    extra = (["compiled"] if args.compile else []) + (["int8"] if args.int8 else [])
+    head = f"{'preset':<9}{'workload':<20}{'datawall tok/s':>16}{'transformers tok/s':>20}{'ratio':>8}"
+    head += "".join(f"{e + ' tok/s':>16}{'ratio':>8}" for e in extra) + ("  compile s" if args.compile else "")
+    print(head)
     for preset in args.presets.split(","):
-        for p, name, ours, theirs in run_preset(preset.strip(), tok, args.repeats, clock):
-            print(f"{p:<9}{name:<20}{ours:>16,.0f}{theirs:>20,.0f}{ours / theirs:>7.2f}x")
+        for r in run_preset(preset.strip(), tok, args.repeats, clock, args.compile, args.int8):
+            line = f"{r['preset']:<9}{r['workload']:<20}{r['datawall']:>16,.0f}{r['transformers']:>20,.0f}"
+            line += f"{r['datawall'] / r['transformers']:>7.2f}x"
+            line += "".join(f"{r[e]:>16,.0f}{r[e] / r['transformers']:>7.2f}x" for e in extra)
+            if args.compile:
+                line += f"{r['compile_s']:>11.0f}"
+            print(line, flush=True)
     print(f"\n(total {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.1f} at the end)")
 
 

@@ -16,6 +16,7 @@ from datawall.model import (
     train_flops_per_token,
 )
 from datawall.model.flops import matmul_params
+from datawall.model.transformer import HEAD_BLOCK
 
 
 def tiny(**overrides) -> Transformer:
@@ -161,3 +162,17 @@ def test_shared_prefix_attention_equals_copied_prefix(kv_heads):
         ref_plain = model(torch.cat([prompts[:1], tokens[1:2]], 1))
     torch.testing.assert_close(b[0, 0], ref_padded[0, -1], atol=1e-5, rtol=0)
     torch.testing.assert_close(b[1, 0], ref_plain[0, -1], atol=1e-5, rtol=0)
+
+
+def test_inference_lm_head_in_blocks_equals_one_matmul():
+    torch.manual_seed(0)
+    shape = dict(dim=32, n_layers=1, n_heads=4, n_kv_heads=2, ffn_dim=64)
+    model = Transformer(model_config(shape, vocab_size=2 * HEAD_BLOCK + 77, max_seq_len=24)).eval()
+    ids = torch.randint(0, model.config.vocab_size, (3, 5))
+    with torch.inference_mode():
+        blocked = model(ids)  # 15 rows of a 2125-token vocabulary: the head runs in 3 blocks of output rows
+    with torch.no_grad():
+        hidden = model.norm(model.blocks[0](model.tok_emb(ids), model.rope[:5], None, None))
+        whole = torch.nn.functional.linear(hidden, model.lm_head.weight)
+    torch.testing.assert_close(blocked, whole, atol=1e-6, rtol=0)
+    assert blocked.shape == (3, 5, model.config.vocab_size)

@@ -22,14 +22,18 @@ def check_backend_flags(model: Path | None, hf: Path | None, endpoint: str | Non
 def build_backend(model: Path | None = None, hf: Path | None = None, endpoint: str | None = None,
                   api_model: str | None = None, api_key_env: str | None = None, chat: bool = False,
                   concurrency: int = 4, timeout: float = 120.0, retries: int = 5, api_params: float | None = None,
-                  price: str | None = None, prices: Path | None = None, device: str = "cpu") -> Backend:
-    """datawall's engine for --model, transformers for --hf, or the OpenAI-compatible --endpoint (checked first)."""
+                  price: str | None = None, prices: Path | None = None, device: str = "cpu",
+                  compile_step: bool = False) -> Backend:
+    """datawall's engine for --model, transformers for --hf, or the OpenAI-compatible --endpoint (checked first);
+    compile_step: --model's decode step compiled (see `datawall.model.compiled_decode`)."""
     check_backend_flags(model, hf, endpoint, api_model, api_key_env)
+    if compile_step and model is None:
+        raise DatawallError("--compile compiles datawall's engine: it goes with --model DIR, not --hf or --endpoint")
     price_file = str(prices) if prices else None
     if model is not None:
         from datawall.sampling.backends.local import LocalBackend
 
-        return LocalBackend(model, device=device, price=price, prices=price_file)
+        return LocalBackend(model, device=device, price=price, prices=price_file, compile_step=compile_step)
     if hf is not None:
         from datawall.sampling.backends.hf import HFBackend
 

@@ -28,6 +28,7 @@ class KVCache:
         self.length = 0
         self.pad: torch.Tensor | None = None
         self._bias: torch.Tensor | None = None  # decode_bias for every position, built once per padding
+        self._zeros: torch.Tensor | None = None  # step_bias where nothing is masked
         # a shared prefix (see share_prefix): [n_layers, 2, P, n_kv_heads, prefix_len, head_dim], its additive
         # padding bias [P * n_kv_heads, 1, prefix_len] (or None) and the number of rows per prefix
         self.prefix: torch.Tensor | None = None
@@ -117,6 +118,17 @@ class KVCache:
             bias.masked_fill_(s < self.pad[:, None], float("-inf"))
             self._bias = bias.repeat_interleave(self.kv.shape[3], dim=0)[:, None]
         return self._bias[:, :, : self.length + 1]
+
+    def step_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """decode_bias over the rows' own slots (after a shared prefix) as a tensor even where nothing is masked
+        (zeros): [B * n_kv_heads, 1, own slots + 1]; its length says where the next token goes."""
+        own = self.length - self.prefix_len + 1
+        if self.pad is not None and self.prefix is None:
+            return self.decode_bias(dtype)
+        rows = self.batch_size * self.kv.shape[3]
+        if self._zeros is None or self._zeros.shape[0] != rows or self._zeros.dtype != dtype:
+            self._zeros = torch.zeros((rows, 1, self.kv.shape[4]), dtype=dtype, device=self.kv.device)
+        return self._zeros[:, :, :own]
 
     def advance(self, t: int) -> None:
         """Move the write position past the t tokens just written by every layer."""

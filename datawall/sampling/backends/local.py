@@ -16,7 +16,7 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", price: str | None = None,
-                 prices: str | None = None, batch_size: int = 64):
+                 prices: str | None = None, batch_size: int = 64, compile_step: bool = False):
         from datawall.model import checkpoint_dir, load_checkpoint
 
         model_dir = checkpoint_dir(model_dir)
@@ -32,6 +32,10 @@ class LocalBackend:
         stat = weights.stat()
         # path + size + mtime: cheap to compute, and changes whenever the weights are rewritten
         self.identity = f"local:{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        # the compiled step's samples may differ from the eager step's by float rounding: cached apart
+        self.compile_step = compile_step
+        if compile_step:
+            self.identity += ":compiled"
 
     def sample(self, prompts: list[Prompt], n: int, max_tokens: int, temperature: float, top_p: float | None,
                stop: list[str] | None, seed: int) -> list[list[Completion]]:
@@ -46,7 +50,7 @@ class LocalBackend:
             start = time.perf_counter()
             samples = generate(self.model, self.tokenizer, chunk, n=n, max_new_tokens=max_tokens,
                                temperature=temperature, top_p=top_p, stop=stop, seed=seed, device=self.device,
-                               return_logprobs=False)
+                               return_logprobs=False, compile_step=self.compile_step)
             share = (time.perf_counter() - start) / (len(chunk) * n)
             out += [[Completion(s.text, s.completion_tokens, s.prompt_tokens, share) for s in row] for row in samples]
         return out
