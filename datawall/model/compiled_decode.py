@@ -5,9 +5,9 @@ memory; at 1m-5m sizes that overhead is a large part of a step. Here each block 
 attention, SwiGLU) is one Inductor graph: the elementwise work and attention over the cache become fused C++ loops
 and only the projections stay library matmuls. The block's weights are arguments, so every layer runs the same
 graph and compiling takes the same time at 5 layers or 30 (a whole-step graph took 20 minutes for SmolLM2's 30 on
-this machine); shapes are dynamic (rows, cache length), so one compilation serves every later call. Rows with a
-shared prefix and rows without are two graphs. Compiling takes tens of seconds (more on a loaded machine): opt-in,
-`generate(..., compile_step=True)`.
+this machine); rows and cache length are dynamic, so one compilation serves every later call of a model, while the
+model's own dimensions are static (one graph per model shape). Rows with a shared prefix and rows without are two
+graphs. Compiling takes tens of seconds (more on a loaded machine): opt-in, `generate(..., compile_step=True)`.
 
 Logits equal the eager step's up to float rounding (fused kernels sum in another order; tests: 1e-5), so a seed
 gives the same samples except where a uniform lands within rounding of a token's cumulative-probability edge.
