@@ -25,7 +25,7 @@ import numpy as np
 from datawall.errors import DatawallError
 from datawall.laws.loglinear import fit_log_linear
 from datawall.study.levers import LEVERS
-from datawall.study.levers.measure import SAFETY, Z95, paired_gain, pretrain_point, safety_changes
+from datawall.study.levers.measure import SAFETY, Z95, combine, paired_gain, pretrain_point, safety_changes
 
 if TYPE_CHECKING:
     from datawall.study.plan import Plan
@@ -53,10 +53,13 @@ def add_gains(points: list[dict], ref: dict) -> None:
     """Gain over the reference point per extra FLOP and per extra dollar, with 95% intervals, in place."""
     for p in points:
         gain = p["accuracy"] - ref["accuracy"]
-        se = math.hypot(p["accuracy_se"], ref["accuracy_se"])
+        se = 0.0 if p is ref else math.hypot(p["accuracy_se"], ref["accuracy_se"])  # the reference: exactly 0
         p["paired"] = False
         if p is not ref and (paired := paired_gain(p.get("per_problem_seeds"), ref.get("per_problem_seeds"))):
             gain, se = paired
+            p["paired"] = True
+        elif p is not ref and p.get("paired_gain_seeds"):  # the run paired it itself (think: vs greedy, same problems)
+            gain, se = combine(*zip(*p["paired_gain_seeds"], strict=True))
             p["paired"] = True
         p["gain"], p["gain_ci"] = gain, [gain - Z95 * se, gain + Z95 * se]
         p["extra_compute"] = p["compute"] - ref["compute"]

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 
 from datawall.study.jobs import Job
 from datawall.study.levers.base import Count, Float, Lever, LeverSection, Point, Series
-from datawall.study.levers.measure import accuracy_se, combine, interval, sampled_safety_point
+from datawall.study.levers.measure import Z95, accuracy_se, combine, interval, sampled_safety_point
 from datawall.testtime.strategies import STRATEGIES, VERIFIER_ONLY, resolve_strategies, step_phrase
 
 if TYPE_CHECKING:
@@ -103,8 +103,19 @@ def points(plan: Plan, mine: list[Point], base: dict, results: dict[str, dict], 
                 "dollars": base["train_dollars"] + q_dollars * plan.spec.queries.expected,
                 "accuracy": acc, "accuracy_se": se, "ci_low": lo, "ci_high": hi,
                 "accuracy_seeds": [r["accuracy"] for r in rows], "eval_loss": None, "eval_loss_seeds": [],
+                "paired_gain_seeds": _vs_greedy(thinks, strategy, n),
             } | sampled_safety_point(thinks, strategy, n))  # a world with hazard cases: the returned sample's caveats
     return out
+
+
+def _vs_greedy(thinks: list[dict], strategy: str, n: int) -> list[list[float]] | None:
+    """Each think run's own paired gain over greedy on the same problems, as [gain, standard error] per seed."""
+    if strategy == "greedy":
+        return None
+    rows = [next((r for r in t.get("vs_greedy", {}).get(strategy, []) if r["n"] == n), None) for t in thinks]
+    if any(r is None for r in rows):
+        return None
+    return [[r["gain"], (r["ci_high"] - r["ci_low"]) / (2 * Z95)] for r in rows]
 
 
 def label(p: dict, base: dict) -> str:
