@@ -171,21 +171,25 @@ def reward(
 
 @app.command()
 def overopt(
-    think_dir: Annotated[Path, typer.Argument(help="A `datawall think --orm RM --strategies best-of-n` output "
-                                              "directory (samples.jsonl, scores.jsonl).")],
+    run_dir: Annotated[Path, typer.Argument(help="A `datawall think --orm RM --strategies best-of-n` output "
+                                            "directory (samples.jsonl, scores.jsonl), or a `datawall rl --reward RM "
+                                            "--track-kl N` run directory.")],
     plot: Annotated[Path | None, typer.Option(help="Also draw the curve and its fit to this PNG file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
-    """Gold (verifier) and proxy (reward model) reward of best-of-n against d = sqrt(KL), and the fitted peak."""
-    from datawall.prefer.overopt import best_of_n_curve, describe_curve, plot_curve
+    """Gold (verifier) and proxy (reward model) reward against d = sqrt(KL), Gao et al.'s fit and its peak: of
+    best-of-n (KL = log n - (n-1)/n) from a think directory, R = d (alpha - beta d); of RL (KL measured) from an rl
+    run, R = d (alpha - beta log d)."""
+    from datawall.prefer import overopt as o
 
-    result = best_of_n_curve(think_dir)
+    rl = o.is_rl_run(run_dir)
+    result = o.rl_curve(run_dir) if rl else o.best_of_n_curve(run_dir)
     if plot is not None:
-        plot_curve(result, plot)
+        (o.plot_rl_curve if rl else o.plot_curve)(result, plot)
     if as_json:
         print(json.dumps(result))
         return
-    print(describe_curve(result))
+    print((o.describe_rl_curve if rl else o.describe_curve)(result))
 
 
 def register(app_root: typer.Typer) -> None:

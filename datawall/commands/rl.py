@@ -51,6 +51,7 @@ def rl(
     curve_problems: Annotated[int, typer.Option(help=_help("curve_problems"))] = _default("curve_problems"),
     pass_problems: Annotated[int, typer.Option(help=_help("pass_problems"))] = _default("pass_problems"),
     pass_samples: Annotated[int, typer.Option(help=_help("pass_samples"))] = _default("pass_samples"),
+    track_kl: Annotated[int, typer.Option(help=_help("track_kl"))] = _default("track_kl"),
     seed: Annotated[int, typer.Option(help=_help("seed"))] = _default("seed"),
     device: Annotated[str, typer.Option(help=_help("device"))] = _default("device"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
@@ -72,7 +73,7 @@ def rl(
                  format_reward=format_reward, overlong_penalty=overlong_penalty, chat=chat, fewshot=fewshot,
                  first_problem=first_problem, val_problems=val_problems, eval_every=eval_every,
                  eval_problems=eval_problems, curve_problems=curve_problems, pass_problems=pass_problems,
-                 pass_samples=pass_samples, seed=seed, device=device)
+                 pass_samples=pass_samples, track_kl=track_kl, seed=seed, device=device)
     cfg = config_from_flags(RLConfig, **flags)
     result = run_rl(model, cfg, out, quiet=as_json)
     if as_json:

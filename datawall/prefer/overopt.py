@@ -93,7 +93,7 @@ def fit_rl(d: Sequence[float], r: Sequence[float]) -> dict:
     alpha, beta = _lstsq([d, -d * logd], r)
     out = {"form": "R = d (alpha - beta log d)", "alpha": alpha, "beta": beta,
            "rmse": float(np.sqrt(np.mean((r_rl(d, alpha, beta) - r) ** 2)))}
-    if beta > 0:
+    if beta > 0 and alpha / beta - 1 < 700:  # a beta of rounding error puts the peak past any float: none
         peak = math.exp(alpha / beta - 1)
         out |= {"peak_d": peak, "peak_r": beta * peak, "peak_kl": peak * peak}
     return out
@@ -214,3 +214,120 @@ def plot_curve(c: dict, path: str | Path) -> None:
     from datawall.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, png_bytes(fig))
+
+
+# --- RL from a `datawall rl --track-kl N` run ------------------------------------------------------------------
+
+def _rl_points(run_dir: Path) -> tuple[dict, list[dict]]:
+    """The run's config.json and its tracked points: the start (step 0, KL 0) and every evaluation after it."""
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except FileNotFoundError:
+        raise DatawallError(f"{run_dir}: no config.json; not a `datawall rl` run directory") from None
+    if config.get("kind") != "rl":
+        raise DatawallError(f"{run_dir / 'config.json'}: kind {config.get('kind')!r}, not an rl run")
+    try:
+        start = json.loads((run_dir / "before.json").read_text()).get("track")
+    except FileNotFoundError:
+        start = None
+    if start is None:
+        raise DatawallError(f"{run_dir}: not tracked; run `datawall rl ... --track-kl N` (N held-out problems) to log "
+                            "the proxy reward, gold reward and KL at every evaluation")
+    rows = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if "track_kl" in r]
+    points = [{"step": 0, **start}] + [{"step": r["step"], **{k: v for k, v in r.items() if k.startswith("track_")}}
+                                       for r in rows]
+    if len(points) < 3:
+        raise DatawallError(f"{run_dir}: {len(points) - 1} tracked evaluation(s); a fit needs two or more (lower "
+                            "--eval-every or run more --steps)")
+    return config, points
+
+
+def rl_curve(run_dir: str | Path, n_boot: int = 500, seed: int = 0) -> dict:
+    """Gold and proxy gains of an RL run against d = sqrt(measured KL), Gao et al.'s RL fit of both and the gold
+    peak, with an interval from the points' own sampling noise (each point redrawn from its mean and standard
+    error over problems; the points come from one trajectory, so this is not the spread between runs)."""
+    run_dir = Path(run_dir)
+    config, points = _rl_points(run_dir)
+
+    def col(key: str) -> np.ndarray:
+        return np.array([p.get(key, math.nan) for p in points], dtype=np.float64)
+
+    kl, gold, proxy = col("track_kl"), col("track_gold"), col("track_proxy")
+    se = {k: np.nan_to_num(col(f"track_{k}_se")) for k in ("kl", "gold", "proxy")}
+    d = np.sqrt(np.clip(kl, 0.0, None))  # an estimate of a small KL can come out below 0
+    gold_fit, proxy_fit = fit_rl(d, gold - gold[0]), fit_rl(d, proxy - proxy[0])
+    rng = np.random.default_rng(seed)
+    peaks = []
+    for _ in range(n_boot):
+        db = np.sqrt(np.clip(kl + rng.normal(0.0, 1.0, len(kl)) * se["kl"], 0.0, None))
+        gb = gold + rng.normal(0.0, 1.0, len(gold)) * se["gold"]
+        try:
+            peaks.append(fit_rl(db, gb - gb[0]).get("peak_d", math.inf))
+        except DatawallError:  # fewer than two points left with d > 0
+            peaks.append(math.inf)
+    peaks = np.array(peaks)
+    finite = peaks[np.isfinite(peaks)]
+    best = int(np.argmax(gold))
+    rl = config.get("rl", {})
+    return {"run_dir": str(run_dir), "task": rl.get("task"), "reward": config.get("reward"),
+            "problems": rl.get("track_kl"), "samples": rl.get("group"),
+            "step": [p["step"] for p in points], "kl": kl.tolist(), "d": d.tolist(),
+            "gold": gold.tolist(), "proxy": proxy.tolist(),
+            "gold_gain": (gold - gold[0]).tolist(), "proxy_gain": (proxy - proxy[0]).tolist(),
+            "gold_se": se["gold"].tolist(), "proxy_se": se["proxy"].tolist(), "kl_se": se["kl"].tolist(),
+            "tokens": col("track_tokens").tolist(),
+            "gold_fit": gold_fit, "proxy_fit": proxy_fit,
+            "peak_d_ci": [float(np.quantile(finite, 0.025)), float(np.quantile(finite, 0.975))]
+            if len(finite) >= n_boot / 2 else None,
+            "peak_found_share": float(np.isfinite(peaks).mean()),
+            "best_measured_step": points[best]["step"], "best_measured_d": float(d[best])}
+
+
+def describe_rl_curve(c: dict) -> str:
+    """The RL curve as a small table and the fits in words."""
+    lines = [f"RL against {c['reward']}: {c['problems']} held-out problems x {c['samples']} samples per evaluation",
+             f"{'step':>5} {'KL':>7} {'d':>6} {'gold':>7} {'proxy':>7} {'tokens':>6}"]
+    lines += [f"{s:>5} {k:>7.3f} {d:>6.3f} {g:>7.3f} {p:>7.3f} {t:>6.1f}" for s, k, d, g, p, t in
+              zip(c["step"], c["kl"], c["d"], c["gold"], c["proxy"], c["tokens"], strict=True)]
+    for name in ("gold", "proxy"):
+        f = c[f"{name}_fit"]
+        lines.append(f"{name} gain = d ({f['alpha']:.3f} - {f['beta']:.3f} log d), rmse {f['rmse']:.4f}" +
+                     (f", peak at d = {f['peak_d']:.3g} (KL {f['peak_kl']:.3g}), gain {f['peak_r']:+.3f}"
+                      if "peak_d" in f else ", no peak (beta <= 0)"))
+    ci = c["peak_d_ci"]
+    lines.append(f"gold peak: {c['peak_found_share']:.0%} of redrawn curves turn down" +
+                 (f", d in [{ci[0]:.3g}, {ci[1]:.3g}] (95%)" if ci else "") +
+                 f"; best measured gold at step {c['best_measured_step']} (d = {c['best_measured_d']:.3f})")
+    return "\n".join(lines)
+
+
+def plot_rl_curve(c: dict, path: str | Path) -> None:
+    """Gold and proxy gains of an RL run against d with both fits, as a PNG."""
+    from datawall.atomic import atomic_write_bytes
+    from datawall.report.figures import new_figure, png_bytes
+
+    fig, (ax,) = new_figure(size=(6.0, 4.0))
+    d = np.array(c["d"])
+    ax.errorbar(d, c["gold_gain"], yerr=1.96 * np.array(c["gold_se"]), fmt="o", color="C0", ms=4,
+                label="gold (verifier) gain")
+    ax.plot(d, c["proxy_gain"], "s", color="C3", ms=4, label="proxy (reward model) gain")
+    grid = np.linspace(0, d.max() * 1.1, 100)
+    for name, color in (("gold", "C0"), ("proxy", "C3")):
+        f = c[f"{name}_fit"]
+        ax.plot(grid, r_rl(grid, f["alpha"], f["beta"]), "-", color=color, alpha=0.6,
+                label=f"{name} fit d (alpha - beta log d)")
+    f = c["gold_fit"]
+    if "peak_d" in f and f["peak_d"] < grid[-1]:
+        ax.axvline(f["peak_d"], color="C0", ls=":", lw=1)
+    ax.set_xlabel("d = sqrt(KL(policy || start)), measured")
+    ax.set_ylabel("gain over the start")
+    ax.legend(fontsize=8)
+    atomic_write_bytes(path, png_bytes(fig))
+
+
+def is_rl_run(directory: str | Path) -> bool:
+    """Whether `directory` holds a `datawall rl` run (its config.json says kind rl)."""
+    try:
+        return json.loads((Path(directory) / "config.json").read_text()).get("kind") == "rl"
+    except (FileNotFoundError, ValueError):
+        return False

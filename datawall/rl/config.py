@@ -14,6 +14,7 @@ from datawall.tasks.prompting import FEWSHOT_POOL
 
 PASS_KS = (1, 4, 16, 64)  # pass@k reported before and after, each from one pool of max(k) samples per problem
 CLIP_HIGHER = 0.28  # DAPO's upper clip, the default of epsilon_high
+LATER = ("track_kl",)  # settings added after rl runs were stored: left out of their identity at the default
 
 
 class RLConfig(BaseModel):
@@ -83,6 +84,11 @@ class RLConfig(BaseModel):
                                      "after (0: no pools).")
     pass_samples: StrictInt = Field(64, ge=1, description="Samples per problem in each pass@k pool (k = 1, 4, "
                                     "16, 64 up to this).")
+    track_kl: StrictInt = Field(0, ge=0, description="Over-optimisation tracking (Gao et al. 2022): at every "
+                                "evaluation, --group samples (at --temperature) to each of the first N held-out "
+                                "problems, logged as track_proxy (the training reward, unshaped), track_gold (the "
+                                "verifier) and track_kl (KL to the starting policy, measured on the samples: "
+                                "costs a sampling pass and two forward passes; 0: off).")
     seed: StrictInt = Field(0, description="Seed of prompt order and sampling (rollouts and pass@k pools).")
     device: str = Field("cpu", description="cpu or cuda.")
 
@@ -99,6 +105,15 @@ class RLConfig(BaseModel):
         if self.loss == "reinforce" and self.epsilon_high is not None:
             raise ValueError("epsilon_high clips a ratio, and loss reinforce does not clip; drop it")
         return self
+
+    def identity(self) -> dict:
+        """The resolved settings that name a run (its config.json, a study's job key): fields added after runs were
+        stored (LATER) are left out at their default, so those runs keep their directories and keys."""
+        out = self.model_dump(mode="json")
+        for k in LATER:
+            if out[k] == RLConfig.default(k):
+                del out[k]
+        return out
 
     @classmethod
     def help(cls, name: str) -> str:

@@ -70,7 +70,25 @@ def model_reward(directory: str | Path, device: str = "cpu") -> Reward:
     from datawall.rewards.scorers import RewardScorer
 
     scorer = RewardScorer(directory, how="min", device=device)
+    if scorer.rm.info.get("label") == "bradley-terry":  # `datawall prefer reward`: its score is the logit
+        return bradley_terry_reward(scorer, directory)
     return Reward(f"{scorer.kind} {Path(directory)}", scorer, lambda problem, c: scorer.flops(problem.prompt, c))
+
+
+def bradley_terry_reward(scorer, directory: str | Path) -> Reward:
+    """A Bradley-Terry reward model's logit r at the answer's last token, P(a beats b) = sigmoid(r_a - r_b): only
+    differences of r mean anything, so sigmoid(r) is no probability of being right (InstructGPT's RL reward is r)."""
+    import torch
+
+    rm = scorer.rm.eval()
+
+    @torch.no_grad()
+    def fn(problem: Problem, completions: list[str]) -> list[float]:
+        items = [rm.encode(problem.prompt, [c]) for c in completions]  # one batch: a group's distinct answers
+        logits = rm(rm.batch([ids for ids, _ in items])).float().cpu()
+        return [float(logits[i, ends[-1]]) for i, (_, ends) in enumerate(items)]
+
+    return Reward(f"bradley-terry {Path(directory)}", fn, lambda problem, c: scorer.flops(problem.prompt, c))
 
 
 def build_reward(spec: str, task: Task, extract: str, seed: int, device: str) -> Reward:

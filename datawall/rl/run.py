@@ -124,7 +124,7 @@ def run_rl(model_dir: str | Path, cfg: RLConfig, out: str | Path, quiet: bool = 
 
     out = Path(out)
     model_dir = checkpoint_dir(model_dir).resolve()
-    record = {"kind": "rl", "model": str(model_dir), "rl": cfg.model_dump(mode="json"),
+    record = {"kind": "rl", "model": str(model_dir), "rl": cfg.identity(),
               "reward": reward.name if reward is not None else cfg.reward, "datawall_version": datawall.__version__}
     if (out / "DONE").exists() and (out / "result.json").exists():
         _open_run(out, record)
@@ -187,15 +187,28 @@ def run_rl(model_dir: str | Path, cfg: RLConfig, out: str | Path, quiet: bool = 
             metrics |= {"val_accuracy": acc, "val_error": 1.0 - acc}
         if curve:
             metrics["test_accuracy"] = float(sum(greedy(curve)) / len(curve))
+        if tracker is not None:
+            metrics |= tracker(m)
         return metrics
 
     grpo = GRPOConfig(loss=cfg.loss, beta=cfg.beta, epsilon=cfg.epsilon,
                       epsilon_high=cfg.clip_high,
                       iterations=cfg.iterations, temperature=cfg.temperature, micro_batch=cfg.micro_batch)
-    reference = frozen_copy(model) if cfg.beta > 0 else None  # the starting policy, before any resume loads
+    # the starting policy, before any resume loads (kept at beta 0 too when --track-kl measures the KL to it)
+    reference = frozen_copy(model) if cfg.beta > 0 or cfg.track_kl else None
+    tracker = None
+    if cfg.track_kl:
+        from datawall.rl.track import OveroptTracker
+
+        tracker = OveroptTracker(task, tok, _problems(task, "test", cfg.track_kl), encode, reward, reference,
+                                 cfg.group, max_tokens, cfg.temperature, stop, cfg.extract,
+                                 hash_seed(cfg.seed, "track"), cfg.device, cfg.micro_batch)
+        if "track" not in before:  # the start: KL 0 (the weights are still the starting ones here)
+            before["track"] = tracker(model)
+            atomic_write_json(before_path, before)
     source = TaskRollouts(task, tok, pool, reward, encode, cfg, max_tokens, stop, cfg.device)
-    objective = GRPOObjective(source, grpo, max_tokens, evaluate if (val or curve) else None,
-                              "val_error" if val else None, reference)
+    objective = GRPOObjective(source, grpo, max_tokens, evaluate if (val or curve or tracker) else None,
+                              "val_error" if val else None, reference if cfg.beta > 0 else None)
     warmup = min(cfg.warmup_steps, cfg.steps - 1)  # a default longer than a short run: warm up all but its last
     optim = OptimConfig(lr=cfg.lr, min_lr_ratio=1.0, warmup_frac=(warmup + 0.5) / cfg.steps if warmup else 0.0,
                         schedule="constant", weight_decay=cfg.weight_decay,
