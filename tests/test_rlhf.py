@@ -195,3 +195,19 @@ def test_the_rl_curve_recovers_a_known_peak(tmp_path):
     _fake_run(tmp_path / "short", [0, 10], [0.0, 1.0], [0.3, 0.4], [0.0, 1.0])
     with pytest.raises(DatawallError, match="1 tracked evaluation"):
         rl_curve(tmp_path / "short")
+
+
+def test_max_d_fits_the_points_before_the_floor(tmp_path):
+    d = np.array([0.0, 0.1, 0.2, 0.4, 0.8, 1.2, 3.0, 6.0, 9.0])
+    gold = 0.4 + r_rl(d, -0.03, 0.04)  # peak at exp(-0.75 - 1)
+    gold[6:] = 0.0  # a collapsed policy: the verifier's floor, whatever d does
+    _fake_run(tmp_path / "run", list(range(0, 90, 10)), (d * d).tolist(), gold.tolist(), (2 * d).tolist())
+    whole = rl_curve(tmp_path / "run")
+    assert "peak_d" not in whole["gold_fit"] or abs(whole["gold_fit"]["peak_d"] - math.exp(-1.75)) > 0.05
+    early = rl_curve(tmp_path / "run", max_d=1.5)
+    assert early["fitted_points"] == 6 and len(early["d"]) == 9
+    assert early["gold_fit"]["peak_d"] == pytest.approx(math.exp(-1.75), rel=1e-6)
+    code, text = invoke("prefer", "overopt", str(tmp_path / "run"), "--max-d", "1.5")
+    assert code == 0 and "the 6 points with d <= 1.5" in text
+    code, text = invoke("prefer", "overopt", str(tmp_path / "run"), "--max-d", "0.05")
+    assert code == 2 and "--max-d 0.05" in text

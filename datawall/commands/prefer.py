@@ -175,6 +175,9 @@ def overopt(
                                             "directory (samples.jsonl, scores.jsonl), or a `datawall rl --reward RM "
                                             "--track-kl N` run directory.")],
     plot: Annotated[Path | None, typer.Option(help="Also draw the curve and its fit to this PNG file.")] = None,
+    max_d: Annotated[float | None, typer.Option(help="RL only: fit the points with d <= this (all are listed): "
+                                                "the form is for the regime before the gold reward reaches its "
+                                                "floor.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Gold (verifier) and proxy (reward model) reward against d = sqrt(KL), Gao et al.'s fit and its peak: of
@@ -183,7 +186,10 @@ def overopt(
     from datawall.prefer import overopt as o
 
     rl = o.is_rl_run(run_dir)
-    result = o.rl_curve(run_dir) if rl else o.best_of_n_curve(run_dir)
+    if max_d is not None and not rl:
+        raise DatawallError(f"--max-d: {run_dir} is a best-of-n directory, whose d ends at sqrt(KL(n_max)); "
+                            "--max-d is for an rl run")
+    result = o.rl_curve(run_dir, max_d) if rl else o.best_of_n_curve(run_dir)
     if plot is not None:
         (o.plot_rl_curve if rl else o.plot_curve)(result, plot)
     if as_json:

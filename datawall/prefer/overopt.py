@@ -242,10 +242,13 @@ def _rl_points(run_dir: Path) -> tuple[dict, list[dict]]:
     return config, points
 
 
-def rl_curve(run_dir: str | Path, n_boot: int = 500, seed: int = 0) -> dict:
+def rl_curve(run_dir: str | Path, max_d: float | None = None, n_boot: int = 500, seed: int = 0) -> dict:
     """Gold and proxy gains of an RL run against d = sqrt(measured KL), Gao et al.'s RL fit of both and the gold
     peak, with an interval from the points' own sampling noise (each point redrawn from its mean and standard
-    error over problems; the points come from one trajectory, so this is not the spread between runs)."""
+    error over problems; the points come from one trajectory, so this is not the spread between runs).
+
+    `max_d`: fit only the points with d <= max_d (every point is still listed): the form is for the regime before
+    the gold reward reaches its floor (a verifier's 0), where a collapsed policy's curve flattens whatever d does."""
     run_dir = Path(run_dir)
     config, points = _rl_points(run_dir)
 
@@ -255,14 +258,17 @@ def rl_curve(run_dir: str | Path, n_boot: int = 500, seed: int = 0) -> dict:
     kl, gold, proxy = col("track_kl"), col("track_gold"), col("track_proxy")
     se = {k: np.nan_to_num(col(f"track_{k}_se")) for k in ("kl", "gold", "proxy")}
     d = np.sqrt(np.clip(kl, 0.0, None))  # an estimate of a small KL can come out below 0
-    gold_fit, proxy_fit = fit_rl(d, gold - gold[0]), fit_rl(d, proxy - proxy[0])
+    fit = d <= max_d if max_d is not None else np.ones(len(d), dtype=bool)
+    if (d[fit] > 0).sum() < 2:
+        raise DatawallError(f"--max-d {max_d}: leaves {int((d[fit] > 0).sum())} point(s) with d > 0; a fit needs two")
+    gold_fit, proxy_fit = fit_rl(d[fit], gold[fit] - gold[0]), fit_rl(d[fit], proxy[fit] - proxy[0])
     rng = np.random.default_rng(seed)
     peaks = []
     for _ in range(n_boot):
         db = np.sqrt(np.clip(kl + rng.normal(0.0, 1.0, len(kl)) * se["kl"], 0.0, None))
         gb = gold + rng.normal(0.0, 1.0, len(gold)) * se["gold"]
         try:
-            peaks.append(fit_rl(db, gb - gb[0]).get("peak_d", math.inf))
+            peaks.append(fit_rl(db[fit], gb[fit] - gb[0]).get("peak_d", math.inf))
         except DatawallError:  # fewer than two points left with d > 0
             peaks.append(math.inf)
     peaks = np.array(peaks)
@@ -276,7 +282,7 @@ def rl_curve(run_dir: str | Path, n_boot: int = 500, seed: int = 0) -> dict:
             "gold_gain": (gold - gold[0]).tolist(), "proxy_gain": (proxy - proxy[0]).tolist(),
             "gold_se": se["gold"].tolist(), "proxy_se": se["proxy"].tolist(), "kl_se": se["kl"].tolist(),
             "tokens": col("track_tokens").tolist(),
-            "gold_fit": gold_fit, "proxy_fit": proxy_fit,
+            "max_d": max_d, "fitted_points": int(fit.sum()), "gold_fit": gold_fit, "proxy_fit": proxy_fit,
             "peak_d_ci": [float(np.quantile(finite, 0.025)), float(np.quantile(finite, 0.975))]
             if len(finite) >= n_boot / 2 else None,
             "peak_found_share": float(np.isfinite(peaks).mean()),
@@ -289,6 +295,8 @@ def describe_rl_curve(c: dict) -> str:
              f"{'step':>5} {'KL':>7} {'d':>6} {'gold':>7} {'proxy':>7} {'tokens':>6}"]
     lines += [f"{s:>5} {k:>7.3f} {d:>6.3f} {g:>7.3f} {p:>7.3f} {t:>6.1f}" for s, k, d, g, p, t in
               zip(c["step"], c["kl"], c["d"], c["gold"], c["proxy"], c["tokens"], strict=True)]
+    if c["max_d"] is not None:
+        lines.append(f"fitted: the {c['fitted_points']} points with d <= {c['max_d']:g}")
     for name in ("gold", "proxy"):
         f = c[f"{name}_fit"]
         lines.append(f"{name} gain = d ({f['alpha']:.3f} - {f['beta']:.3f} log d), rmse {f['rmse']:.4f}" +
@@ -311,7 +319,7 @@ def plot_rl_curve(c: dict, path: str | Path) -> None:
     ax.errorbar(d, c["gold_gain"], yerr=1.96 * np.array(c["gold_se"]), fmt="o", color="C0", ms=4,
                 label="gold (verifier) gain")
     ax.plot(d, c["proxy_gain"], "s", color="C3", ms=4, label="proxy (reward model) gain")
-    grid = np.linspace(0, d.max() * 1.1, 100)
+    grid = np.linspace(0, min(d.max(), c["max_d"] or math.inf) * 1.1, 100)  # the fits over the fitted range
     for name, color in (("gold", "C0"), ("proxy", "C3")):
         f = c[f"{name}_fit"]
         ax.plot(grid, r_rl(grid, f["alpha"], f["beta"]), "-", color=color, alpha=0.6,
