@@ -19,7 +19,7 @@ from datawall.prefer.config import DPOConfig, PairsConfig
 from datawall.prefer.graders import AGGREGATES, BIASES
 from datawall.study.jobs import Job
 from datawall.study.levers.base import Count, Float, Int, Lever, LeverSection, Point
-from datawall.study.levers.measure import accuracy_se, combine, interval
+from datawall.study.levers.measure import accuracy_se, combine, interval, safety_point
 
 if TYPE_CHECKING:
     from datawall.study.plan import Plan, PlanBuilder
@@ -133,7 +133,7 @@ def points(plan: Plan, mine: list[Point], base: dict, results: dict[str, dict], 
             "accuracy": acc, "accuracy_se": se, "ci_low": lo, "ci_high": hi,
             "accuracy_seeds": [r["accuracy"] for r in rs], "eval_loss": None, "eval_loss_seeds": [],
             "per_problem_seeds": [r.get("per_problem") for r in rs],  # paired gains over the baseline
-        })
+        } | safety_point(rs))  # a world with hazard cases: the tuned policy's caveats, paired with the baseline's
     return out
 
 

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from datawall.study.jobs import Job
 from datawall.study.levers.base import Count, Lever, LeverSection, Point
-from datawall.study.levers.measure import accuracy_se, combine, interval
+from datawall.study.levers.measure import accuracy_se, combine, interval, safety_point
 
 if TYPE_CHECKING:
     from datawall.study.plan import Plan, PlanBuilder
@@ -94,7 +94,7 @@ def points(plan: Plan, mine: list[Point], base: dict, results: dict[str, dict], 
         "accuracy_seeds": [r["accuracy_after"] for r in rs], "eval_loss": None, "eval_loss_seeds": [],
         # the final policy's reward per held-out problem (the baseline's problems, in order): paired gains
         "per_problem_seeds": [_after_rewards(r) for r in rs],
-    }]
+    } | safety_point(rs)]  # a world with hazard cases: the final policy's caveats, paired with the baseline's
 
 
 def _after_rewards(result: dict) -> list[float] | None:
