@@ -4,7 +4,9 @@ Each grader-noise value is one point, one `prefer` job per seed on that seed's b
 train-split prompts past the U real examples (prompts are free; graders are not), compared and judged by simulated
 graders with that noise (and the section's bias), then DPO on the pairs, scored greedily on held-out problems. Its
 cost on the one axis: the baseline's training plus the lever's sampling and tuning FLOPs, and in dollars the
-graders' comparisons besides; inference per query stays the baseline's (same model).
+graders' comparisons besides; inference per query stays the baseline's (same model). On a world with hazard cases
+each point carries the tuned policy's caveat recall, paired with the baseline's (measure.safety_point); a section's
+`bias = "ignores-caveat"` gives graders blind to the caveats.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 seed, its prompts drawn from the train problems past the U worked examples (they need no solution).
 
 A point's training compute is the baseline's pretraining plus everything RL spent: sampling its rollouts and
-training on them (datawall.rl counts both); its inference per query is the baseline's (same model size).
+training on them (datawall.rl counts both); its inference per query is the baseline's (same model size). On a world
+with hazard cases the point carries the final policy's caveat recall, paired with the baseline's on the same
+hazardous problems (measure.safety_point).
 """
 
 from __future__ import annotations
