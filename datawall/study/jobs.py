@@ -360,7 +360,7 @@ def _rl_resolve(config: dict) -> dict:
     except ValidationError as e:
         raise validation_error(e, "rl job config") from None
     _check_task(job.task, job.task_args)
-    resolved = job.model_dump(mode="json")
+    resolved = job.identity()  # settings added later are left out at their default: stored runs keep their keys
     return {"model": resolved.pop("model"), **resolved}
 
 
