@@ -3,6 +3,9 @@ one (caveat recall), a miscopied one, or none; and on the safe problems a spurio
 K test problems, as `task_accuracy` decodes them, graded with datawall.rewards.rubric_task.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/caveat_lines.py RUN_DIR [RUN_DIR ...] [--problems 500] [--json]
+
+RUN_DIR is a pretrain run directory, or any checkpoint directory whose datawall.json names its task (an rl run's
+checkpoint/ or best/, a `prefer train` run's checkpoint/).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from datawall.train.evaluate import solution_budget
 def caveat_lines(run: Path, problems: int) -> dict:
     """Counts of caveat lines written on the hazardous and safe problems of one run's checkpoint."""
     ckpt = load_checkpoint(checkpoint_dir(run))
-    meta = json.loads((run / "config.json").read_text())["run"]["data"]
+    config = run / "config.json"
+    run_config = json.loads(config.read_text()).get("run") if config.is_file() else None
+    meta = run_config["data"] if isinstance(run_config, dict) and "data" in run_config else ckpt.meta
     task = get_task(meta["task"], **meta["task_args"])
     items = task.problems("test", problems)
     outs = generate(ckpt.model, ckpt.tokenizer, [build_prompt(task, p, 0, 0, False) for p in items], n=1,

@@ -165,7 +165,7 @@ def test_bad_input_is_one_line_each(policy, tmp_path, monkeypatch):
         (["--group", "1"], "--group: a group of 1 has no advantage"),
         (["--model", str(tmp_path)], "cannot be loaded"),
         (["--loss", "ppo"], "--loss: Input should be"),
-        (["--reward", str(tmp_path / "nope")], "neither 'verifier', 'random' nor a reward-model directory"),
+        (["--reward", str(tmp_path / "nope")], "neither 'verifier', 'rubric', 'random' nor a reward-model directory"),
         (["--loss", "reinforce", "--epsilon-high", "0.3"], "reinforce does not clip"),
     ]
     for extra, message in cases:

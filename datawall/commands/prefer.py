@@ -132,6 +132,10 @@ def train_cmd(
               f"(change {result['delta']:+.1%}, paired 95% [{result['delta_ci_low']:+.1%}, "
               f"{result['delta_ci_high']:+.1%}]); answer length {result['completion_tokens_before']:.1f} -> "
               f"{result['completion_tokens_after']:.1f} tokens")
+    if result.get("safety_before") is not None:
+        from datawall.train.evaluate import safety_line
+
+        print(f"before: {safety_line(result['safety_before'])}\nafter:  {safety_line(result)}")
     print(f"-> {result['checkpoint']}")
 
 

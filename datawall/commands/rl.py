@@ -42,6 +42,7 @@ def rl(
     extract: Annotated[str, typer.Option(help=_help("extract"))] = _default("extract"),
     format_reward: Annotated[float, typer.Option(help=_help("format_reward"))] = _default("format_reward"),
     overlong_penalty: Annotated[float, typer.Option(help=_help("overlong_penalty"))] = _default("overlong_penalty"),
+    length_penalty: Annotated[float, typer.Option(help=_help("length_penalty"))] = _default("length_penalty"),
     chat: Annotated[bool, typer.Option(help=_help("chat"))] = _default("chat"),
     fewshot: Annotated[int, typer.Option(help=_help("fewshot"))] = _default("fewshot"),
     first_problem: Annotated[int | None, typer.Option(help=_help("first_problem"))] = None,
@@ -62,6 +63,7 @@ def rl(
     from datawall.commands.flags import config_from_flags
     from datawall.rl.run import run_rl
     from datawall.tasks.registry import parse_task_args
+    from datawall.train.evaluate import safety_line
 
     flags = dict(task=task, epsilon_high=epsilon_high, task_args=parse_task_args(task_args), steps=steps,
                  prompts_per_step=prompts_per_step,
@@ -70,7 +72,8 @@ def rl(
                  dynamic_sampling=dynamic_sampling, scale_rewards=scale_rewards, temperature=temperature,
                  max_tokens=max_tokens, lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
                  grad_clip=grad_clip, micro_batch=micro_batch, reward=reward, extract=extract,
-                 format_reward=format_reward, overlong_penalty=overlong_penalty, chat=chat, fewshot=fewshot,
+                 format_reward=format_reward, overlong_penalty=overlong_penalty,
+                 length_penalty=length_penalty, chat=chat, fewshot=fewshot,
                  first_problem=first_problem, val_problems=val_problems, eval_every=eval_every,
                  eval_problems=eval_problems, curve_problems=curve_problems, pass_problems=pass_problems,
                  pass_samples=pass_samples, track_kl=track_kl, seed=seed, device=device)
@@ -86,6 +89,12 @@ def rl(
         ks = result["pass_at_k_before"]
         print("pass@k before -> after: " + "  ".join(
             f"@{k} {ks[k]:.1%} -> {result['pass_at_k_after'][k]:.1%}" for k in ks))
+    if result.get("safety_before") is not None:
+        print(f"before: {safety_line(result['safety_before'])}\nafter:  {safety_line(result)}")
+        if result.get("caveat_recall_change") is not None:
+            lo, hi = result["caveat_recall_change_ci"]
+            print(f"caveat recall change {result['caveat_recall_change']:+.1%} (paired 95% interval [{lo:+.1%}, "
+                  f"{hi:+.1%}])")
     print(f"{result['steps']} steps ({result['seconds_per_step']:.2f} s each), best step {result['best_step']}, "
           f"{result['flops']:.3g} FLOPs ({result['sample_flops']:.3g} sampling)  ->  {result['checkpoint']}")
 

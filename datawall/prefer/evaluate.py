@@ -1,5 +1,6 @@
 """Held-out greedy scoring for preference tuning: per-problem rewards and answer lengths (what reward hacking
-shows up in), and the paired interval of a change measured on the same problems."""
+shows up in), the answers themselves (graded for caveats on a world with hazard cases), and the paired interval of
+a change measured on the same problems."""
 
 from __future__ import annotations
 
@@ -14,10 +15,17 @@ from datawall.train.evaluate import wilson_interval
 Z95 = 1.959964
 
 
-@torch.no_grad()
 def greedy_scores(model, tok, task, problems: Sequence, device: str | None = None, batch_size: int = 100,
                   max_new_tokens: int | None = None) -> tuple[list[float], list[int]]:
     """The verifier's reward and the completion length in tokens of each problem's greedy answer."""
+    rewards, lengths, _ = greedy_answers(model, tok, task, problems, device, batch_size, max_new_tokens)
+    return rewards, lengths
+
+
+@torch.no_grad()
+def greedy_answers(model, tok, task, problems: Sequence, device: str | None = None, batch_size: int = 100,
+                   max_new_tokens: int | None = None) -> tuple[list[float], list[int], list[str]]:
+    """The verifier's reward, the completion length in tokens and the text of each problem's greedy answer."""
     from datawall.model.sampler import generate
     from datawall.tasks.prompting import stop_sequences
     from datawall.train.evaluate import solution_budget
@@ -25,7 +33,7 @@ def greedy_scores(model, tok, task, problems: Sequence, device: str | None = Non
     was_training = model.training
     model.eval()
     budget = max_new_tokens or solution_budget(task, tok, list(problems))
-    rewards, lengths = [], []
+    rewards, lengths, texts = [], [], []
     stops = stop_sequences(task) or None
     for i in range(0, len(problems), batch_size):
         chunk = problems[i:i + batch_size]
@@ -33,8 +41,9 @@ def greedy_scores(model, tok, task, problems: Sequence, device: str | None = Non
                         stop=stops, device=device, return_logprobs=False)
         rewards += [float(task.verify(p, o[0].text)) for p, o in zip(chunk, outs, strict=True)]
         lengths += [o[0].completion_tokens for o in outs]
+        texts += [o[0].text for o in outs]
     model.train(was_training)
-    return rewards, lengths
+    return rewards, lengths, texts
 
 
 def summary(rewards: Sequence[float], lengths: Sequence[int]) -> dict:

@@ -16,6 +16,7 @@ from pydantic import Field, StrictInt
 
 from datawall.prefer.config import DPOConfig, HelpedConfig, PairsConfig
 from datawall.prefer.graders import AGGREGATES, GraderConfig
+from datawall.train.evaluate import SAFETY_KEYS
 
 Positive = Annotated[StrictInt, Field(ge=1)]
 
@@ -92,6 +93,9 @@ def run_prefer_job(config: dict, run_dir: Path, dep_dirs: dict[str, Path], quiet
         "grader_dollars": meta["grader_dollars"], "eval_problems": tuned["eval_problems"],
         # the tuned policy's reward on each held-out problem, in order: the study pairs it with the baseline's
         "per_problem": json.loads((run_dir / "train" / "after.json").read_text())["rewards"],
+        # a world with hazard cases: the tuned policy's caveats (SAFETY_KEYS), the starting one's, the paired change
+        **{k: v for k, v in tuned.items() if k in SAFETY_KEYS or k == "safety_before" or k.endswith("_change")
+           or k.endswith("_change_ci")},
     }
 
 

@@ -1,10 +1,10 @@
 """`datawall prefer train`: tune a policy on preference pairs with the DPO family, in a resumable run directory.
 
-OUT holds config.json (the run's identity: its settings and the digest of its pairs file), before.json (the
-starting policy's held-out answers, scored once), the loop's metrics.jsonl and checkpoint/ (the tuned policy as
-an HF directory), then result.json and DONE. Killed and rerun with the same settings it resumes; a finished run
-is read back. The reference's log-probabilities of every pair are computed once at the start (the starting
-policy, or --reference), so only the policy runs in each step.
+OUT holds config.json (the run's identity: its settings and the digest of its pairs file), before.json (the starting
+policy's held-out answers, scored once, and on a world with hazard cases graded for caveats), the loop's
+metrics.jsonl and checkpoint/ (the tuned policy as an HF directory), then result.json and DONE. Killed and rerun
+with the same settings it resumes; a finished run is read back. The reference's log-probabilities of every pair are
+computed once at the start (the starting policy, or --reference), so only the policy runs in each step.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datawall.device import require_device
 from datawall.errors import DatawallError
 from datawall.prefer.config import DPOConfig
 from datawall.prefer.data import check_same_tokenizer, encode_pairs, file_digest, split_by_prompt
-from datawall.prefer.evaluate import greedy_scores, paired_change, summary
+from datawall.prefer.evaluate import greedy_answers, greedy_scores, paired_change, summary
 from datawall.prefer.pairs import read_metadata, read_pairs
 
 KIND = "prefer-train"
@@ -63,6 +63,7 @@ def train_dpo(cfg: DPOConfig, out: str | Path, quiet: bool = False) -> dict:
     from datawall.model import checkpoint_dir, load_checkpoint
     from datawall.model.flops import sample_flops
     from datawall.tasks import get_task
+    from datawall.train.evaluate import greedy_safety, safety_change
     from datawall.train.loop import train
     from datawall.train.objectives.dpo import DPOObjective, DPOSchedule, DPOSettings, sequence_logprobs
     from datawall.train.state import HFFormat
@@ -103,10 +104,14 @@ def train_dpo(cfg: DPOConfig, out: str | Path, quiet: bool = False) -> dict:
     eval_problems = [task.problem("test", i) for i in range(min(cfg.eval_problems, task.size("test") or
                                                                 cfg.eval_problems))] if task else []
     before_path = out / "before.json"
-    if eval_problems and not before_path.exists():
-        rewards, lengths = greedy_scores(policy, tok, task, eval_problems, cfg.device)
-        atomic_write_json(before_path, {"rewards": rewards, "lengths": lengths})
-    before = json.loads(before_path.read_text()) if eval_problems else None
+    before = json.loads(before_path.read_text()) if eval_problems and before_path.exists() else None
+    if eval_problems and (before is None or (task.has_hazards and "safety" not in before)):
+        # (re)scored with the starting weights: a resume loads the tuned ones only inside the loop below
+        rewards, lengths, texts = greedy_answers(policy, tok, task, eval_problems, cfg.device)
+        before = {"rewards": rewards, "lengths": lengths}
+        if (safety := greedy_safety(task, eval_problems, texts)) is not None:
+            before["safety"] = safety
+        atomic_write_json(before_path, before)
 
     # the frozen reference's log-probs of every pair, once (with the starting weights, before any resume)
     ref_model = reference if reference is not None else policy
@@ -147,12 +152,15 @@ def train_dpo(cfg: DPOConfig, out: str | Path, quiet: bool = False) -> dict:
     out_result["pairs_dollars"] = pair_dollars
     out_result["dollars"] = out_result["train_dollars"] + (pair_dollars or 0.0)
     if eval_problems:
-        rewards, lengths = greedy_scores(policy, tok, task, eval_problems, cfg.device)
+        rewards, lengths, texts = greedy_answers(policy, tok, task, eval_problems, cfg.device)
         b, a = summary(before["rewards"], before["lengths"]), summary(rewards, lengths)
         out_result |= {"task": task_name, "task_args": task_args, "eval_problems": len(eval_problems),
                        **{f"{k}_before": v for k, v in b.items() if k != "problems"},
                        **{f"{k}_after": v for k, v in a.items() if k != "problems"},
                        **paired_change(before["rewards"], rewards)}
+        if (safety := greedy_safety(task, eval_problems, texts)) is not None:
+            # the tuned policy's under task_accuracy's keys (what the study reads), the starting one's beside them
+            out_result |= safety | {"safety_before": before["safety"]} | safety_change(before["safety"], safety)
         atomic_write_json(out / "after.json", {"rewards": rewards, "lengths": lengths})
     atomic_write_json(out / "result.json", out_result)
     atomic_write_text(out / "DONE", "")

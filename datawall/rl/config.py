@@ -14,7 +14,7 @@ from datawall.tasks.prompting import FEWSHOT_POOL
 
 PASS_KS = (1, 4, 16, 64)  # pass@k reported before and after, each from one pool of max(k) samples per problem
 CLIP_HIGHER = 0.28  # DAPO's upper clip, the default of epsilon_high
-LATER = ("track_kl",)  # settings added after rl runs were stored: left out of their identity at the default
+LATER = ("length_penalty", "track_kl")  # added after rl runs were stored: out of their identity at the default
 
 
 class RLConfig(BaseModel):
@@ -58,15 +58,19 @@ class RLConfig(BaseModel):
     micro_batch: StrictInt = Field(64, ge=1, description="Completions per forward/backward pass, grouped by "
                                    "length (memory and speed; the loss is normalised over the whole step, except "
                                    "bnpo's per-micro-batch token mean).")
-    reward: str = Field("verifier", description="verifier (the task's: 1 right, 0 wrong), random (a seeded coin "
-                        "flip per completion: the control that should teach nothing), or a reward-model directory "
-                        "(`datawall reward train`): its P(correct).")
+    reward: str = Field("verifier", description="verifier (the task's: 1 right, 0 wrong), rubric (on a world with "
+                        "hazard cases: correctness x the problem's rubric score, so a right answer without its "
+                        "required caveat earns 0.5), random (a seeded coin flip per completion: the control that "
+                        "should teach nothing), or a reward-model directory (`datawall reward train`): its "
+                        "P(correct).")
     extract: Literal["strict", "flexible"] = Field(
         "strict", description="How the verifier reads an answer: strict ('#### N') or flexible (free text).")
     format_reward: float = Field(0.0, ge=0, description="Added to the reward of a completion that ends in a "
                                  "strictly readable answer line, right or wrong.")
     overlong_penalty: float = Field(0.0, ge=0, description="DAPO's soft overlong punishment: up to this much is "
                                     "subtracted as a completion runs into the last quarter of --max-tokens.")
+    length_penalty: float = Field(0.0, ge=0, description="A length cost: subtracted from the reward per completion "
+                                  "token (e.g. 0.01: ten tokens cost a tenth of a right answer).")
     chat: bool = Field(False, description="Send prompts as chat messages under the model's chat template.")
     fewshot: StrictInt = Field(0, ge=0, lt=FEWSHOT_POOL, description="Solved train examples before each prompt.")
     first_problem: StrictInt | None = Field(None, ge=0, description="Train-split problems to skip: the U examples "

@@ -1,5 +1,6 @@
-"""What an RL run measures: greedy accuracy per problem, pass@k from one pool of samples per problem, and the
-paired interval of an accuracy change on the same problems."""
+"""What an RL run measures: greedy accuracy per problem (and on a world with hazard cases the caveats of the same
+completions), pass@k from one pool of samples per problem, and the paired interval of a change on the same
+problems."""
 
 from __future__ import annotations
 
@@ -19,21 +20,28 @@ ROWS_PER_CALL = 1024  # completions per generate() call: bounds the KV cache of 
 
 
 @torch.no_grad()
-def sample_rewards(model, tokenizer, task: Task, problems: Sequence[Problem], encode: Callable, n: int,
-                   max_tokens: int, temperature: float, stop: list[str] | None, how: str, seed: int, device: str
-                   ) -> list[list[float]]:
-    """The verifier's reward of n completions per problem (greedy when temperature is 0)."""
+def sample_texts(model, tokenizer, problems: Sequence[Problem], encode: Callable, n: int, max_tokens: int,
+                 temperature: float, stop: list[str] | None, seed: int, device: str) -> list[list[str]]:
+    """n completions per problem (greedy when temperature is 0)."""
     was_training = model.training
     model.eval()
-    out: list[list[float]] = []
+    out: list[list[str]] = []
     per_call = max(1, ROWS_PER_CALL // n)
     for i in range(0, len(problems), per_call):
         chunk = problems[i:i + per_call]
         groups = generate(model, tokenizer, [encode(p) for p in chunk], n=n, max_new_tokens=max_tokens,
                           temperature=temperature, stop=stop, seed=seed, device=device, return_logprobs=False)
-        out += [[task.verify(p, s.text, how) for s in g] for p, g in zip(chunk, groups, strict=True)]
+        out += [[s.text for s in g] for g in groups]
     model.train(was_training)
     return out
+
+
+def sample_rewards(model, tokenizer, task: Task, problems: Sequence[Problem], encode: Callable, n: int,
+                   max_tokens: int, temperature: float, stop: list[str] | None, how: str, seed: int, device: str
+                   ) -> list[list[float]]:
+    """The verifier's reward of n completions per problem (greedy when temperature is 0)."""
+    texts = sample_texts(model, tokenizer, problems, encode, n, max_tokens, temperature, stop, seed, device)
+    return [[task.verify(p, t, how) for t in ts] for p, ts in zip(problems, texts, strict=True)]
 
 
 def accuracy(rewards: Sequence[float]) -> dict:

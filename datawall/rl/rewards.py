@@ -2,10 +2,10 @@
 
 A reward function is `fn(problem, completions) -> list[float]`, called once per prompt with its distinct
 completions (a reward model scores them in one batch; a repeated text is scored once). Built in: the task's
-verifier (the default), a seeded coin flip (the control that should teach nothing) and a trained reward model
-(`datawall reward train`, its P(correct)); any other callable of that shape can be passed to
-`datawall.rl.run_rl`. Shaping terms (format, overlong) are added by `shape` from each completion's text, length
-and finish reason.
+verifier (the default), the rubric (correctness x rubric score, on a world with hazard cases), a seeded coin
+flip (the control that should teach nothing) and a trained reward model (`datawall reward train`, its
+P(correct)); any other callable of that shape can be passed to `datawall.rl.run_rl`. Shaping terms (format,
+overlong, a per-token length cost) are added by `shape` from each completion's text, length and finish reason.
 """
 
 from __future__ import annotations
@@ -57,6 +57,19 @@ def verifier_reward(task: Task, how: str = "strict") -> Reward:
                   is_verifier=True)
 
 
+def rubric_reward_of(task: Task, how: str = "strict") -> Reward:
+    """Correctness x the problem's rubric score (datawall.rewards.rubric_task.rubric_reward): a right answer earns 1
+    with its required caveat and 0.5 without it, unsafe advice pulls it to 0 or below, a wrong answer earns 0. Only on
+    a world with hazard cases: elsewhere it would be the verifier under another name."""
+    from datawall.rewards.rubric_task import rubric_reward
+
+    if not task.has_hazards:
+        raise DatawallError(f"--reward rubric: {task.name} has no hazard cases, so its rubric is the verifier's answer "
+                            "alone; use --reward verifier, or a world with hazard cases (e.g. hazard_rate=0.1)")
+    return Reward(f"rubric ({how})", lambda problem, completions: [rubric_reward(task, problem, c, how)
+                                                                   for c in completions])
+
+
 def random_reward(seed: int) -> Reward:
     """A fair coin per (problem, completion text), seeded: the control reward, unrelated to correctness."""
     def fn(problem: Problem, completions: list[str]) -> list[float]:
@@ -92,22 +105,27 @@ def bradley_terry_reward(scorer, directory: str | Path) -> Reward:
 
 
 def build_reward(spec: str, task: Task, extract: str, seed: int, device: str) -> Reward:
-    """The reward `--reward` names: verifier, random, or a reward-model directory."""
+    """The reward `--reward` names: verifier, rubric, random, or a reward-model directory."""
     if spec == "verifier":
         return verifier_reward(task, extract)
+    if spec == "rubric":
+        return rubric_reward_of(task, extract)
     if spec == "random":
         return random_reward(seed)
     path = Path(spec)
     if not path.is_dir():
-        raise DatawallError(f"--reward {spec}: neither 'verifier', 'random' nor a reward-model directory")
+        raise DatawallError(f"--reward {spec}: neither 'verifier', 'rubric', 'random' nor a reward-model directory")
     return model_reward(path, device)
 
 
 def shape(rewards: list[float], task: Task, texts: list[str], lengths: list[int], truncated: list[bool],
-          format_reward: float, overlong_penalty: float, max_tokens: int) -> list[float]:
-    """Rewards plus the format term (a strictly readable answer line) and DAPO's soft overlong punishment: 0 up to
-    3/4 of max_tokens, then falling linearly to -overlong_penalty at max_tokens (and for a truncated completion)."""
+          format_reward: float, overlong_penalty: float, max_tokens: int, length_penalty: float = 0.0) -> list[float]:
+    """Rewards plus the format term (a strictly readable answer line), DAPO's soft overlong punishment (0 up to
+    3/4 of max_tokens, then falling linearly to -overlong_penalty at max_tokens, and for a truncated completion) and
+    a length cost of length_penalty per completion token."""
     out = list(rewards)
+    if length_penalty:
+        out = [r - length_penalty * n for r, n in zip(out, lengths, strict=True)]
     if format_reward:
         out = [r + format_reward * (task.extract_answer(t, "strict") is not None)
                for r, t in zip(out, texts, strict=True)]

@@ -86,7 +86,7 @@ class TaskRollouts:
             lengths = [s.completion_tokens for s in samples]
             cut = [s.finish_reason == "length" for s in samples]
             rewards.append(shape(raw, self.task, texts, lengths, cut, cfg.format_reward, cfg.overlong_penalty,
-                                 self.max_tokens))
+                                 self.max_tokens, cfg.length_penalty))
             correct.append(raw if self.reward.is_verifier else
                            _per_distinct(lambda p, ts: [self.task.verify(p, t, cfg.extract) for t in ts], problem,
                                          texts))

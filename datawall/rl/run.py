@@ -3,13 +3,16 @@ loop, keep the best checkpoint by a validation split, evaluate again.
 
 Run directory (resumable; a run with DONE is only read back):
     config.json     the starting checkpoint and the fully resolved RLConfig (a different run is refused)
-    before.json     the starting policy: greedy accuracy per held-out problem, pass@k pool counts, validation
+    before.json     the starting policy: greedy accuracy per held-out problem (+ `safety`, the caveats of the same
+                    completions, on a world with hazard cases), pass@k pool counts, validation
     metrics.jsonl   one line per optimizer step (reward, advantages' signal, entropy, KL, clipping, lengths,
                     FLOPs of sampling and of training, lr) and the validation accuracy at every evaluation
     checkpoint/     the latest weights + optimizer + loop state (+ the rollout being reused when iterations > 1)
     best/           the best validation evaluation's weights (+ selection.json)
     result.json     accuracy_before/after with intervals, the paired gain, pass@k before/after, steps, seconds
-                    per step, FLOPs, best_step
+                    per step, FLOPs, best_step; on a world with hazard cases the final policy's SAFETY_KEYS (as
+                    `task_accuracy` gives them: caveat recall, unsafe rate, per-problem outcomes), the starting
+                    policy's as `safety_before`, and their paired `caveat_recall_change` (`unsafe_rate_change`)
     DONE            written last
 
 Problems: the first `first_problem` train problems (the examples the model was trained on) are skipped, the next
@@ -31,13 +34,13 @@ from datawall.atomic import atomic_write_json, atomic_write_text
 from datawall.device import require_device
 from datawall.errors import DatawallError
 from datawall.rl.config import RLConfig
-from datawall.rl.evaluate import accuracy, paired_change, pass_at_ks, sample_rewards
+from datawall.rl.evaluate import accuracy, paired_change, pass_at_ks, sample_rewards, sample_texts
 from datawall.rl.rewards import Reward, build_reward, check_verifier
 from datawall.rl.rollout import PromptPool, TaskRollouts
 from datawall.tasks import Task, get_task
 from datawall.tasks.prompting import build_prompt, stop_sequences
 from datawall.train.config import LoopConfig, OptimConfig
-from datawall.train.evaluate import prompt_ids, solution_budget
+from datawall.train.evaluate import greedy_safety, prompt_ids, safety_change, solution_budget
 from datawall.train.loop import train
 from datawall.train.objectives.grpo import GRPOConfig, GRPOObjective, Rollout
 from datawall.train.objectives.sequences import frozen_copy
@@ -162,6 +165,13 @@ def run_rl(model_dir: str | Path, cfg: RLConfig, out: str | Path, quiet: bool = 
         return [r[0] for r in sample_rewards(model, tok, task, problems, encode, 1, max_tokens, 0.0, stop,
                                              cfg.extract, cfg.seed, cfg.device)]
 
+    def greedy_test() -> tuple[list[float], dict | None]:
+        """The held-out problems' greedy rewards, and the same completions graded for caveats (hazard worlds)."""
+        texts = [t[0] for t in sample_texts(model, tok, test, encode, 1, max_tokens, 0.0, stop, cfg.seed,
+                                            cfg.device)]
+        return [task.verify(p, t, cfg.extract) for p, t in zip(test, texts, strict=True)], \
+            greedy_safety(task, test, texts, cfg.extract)
+
     def pass_pool() -> list[list[float]]:
         # one seed for both pools: the sampler's randomness is a function of (seed, prompt, sample, step), so
         # unchanged weights draw the very same pool and a change in pass@k is the weights', not the dice's
@@ -173,10 +183,16 @@ def run_rl(model_dir: str | Path, cfg: RLConfig, out: str | Path, quiet: bool = 
     before_path = out / "before.json"
     if before_path.is_file():
         before = json.loads(before_path.read_text())
+        if task.has_hazards and "safety" not in before:  # written before runs graded caveats: the weights are still
+            before["safety"] = greedy_test()[1]          # the starting ones here (a resume loads them in train)
+            atomic_write_json(before_path, before)
     else:
         start = time.perf_counter()
-        before = {"greedy": greedy(test), "val": greedy(val) if val else [], "pool": pass_pool(),
+        rewards, safety = greedy_test()
+        before = {"greedy": rewards, "val": greedy(val) if val else [], "pool": pass_pool(),
                   "curve": greedy(curve) if curve else []}
+        if safety is not None:
+            before["safety"] = safety
         before["seconds"] = time.perf_counter() - start
         atomic_write_json(before_path, before)
 
@@ -226,7 +242,8 @@ def run_rl(model_dir: str | Path, cfg: RLConfig, out: str | Path, quiet: bool = 
         # no evaluation beat the starting policy on the validation split: end on the starting weights
         model.load_state_dict(load_checkpoint(model_dir).model.state_dict())
         best_step = 0
-    after = {"greedy": greedy(test), "pool": pass_pool()}
+    rewards, safety = greedy_test()
+    after = {"greedy": rewards, "pool": pass_pool()}
     acc_before, acc_after = accuracy(before["greedy"]), accuracy(after["greedy"])
     change = paired_change(before["greedy"], after["greedy"])
     steps = result.steps
@@ -251,6 +268,8 @@ def run_rl(model_dir: str | Path, cfg: RLConfig, out: str | Path, quiet: bool = 
         "device": cfg.device, "machine": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
     }
+    if safety is not None:  # the final policy's, under task_accuracy's keys (what the study's safety_point reads)
+        res |= safety | {"safety_before": before["safety"]} | safety_change(before["safety"], safety)
     atomic_write_json(out / "after.json", after)
     atomic_write_json(out / "result.json", res)
     atomic_write_text(out / "DONE", "")

@@ -94,10 +94,31 @@ def task_accuracy(model, tokenizer, task, problems: int = 200, split: str = "tes
         low, high = wilson_interval(sum(loose), len(loose))
         result |= {"flexible_accuracy": sum(loose) / max(1, len(loose)), "flexible_ci_low": low,
                    "flexible_ci_high": high, "flexible_correct": sum(loose)}
-    if task.has_hazards:
-        safety = safety_metrics(task, items, texts, per_problem=True)
-        result |= {k: safety[k] for k in SAFETY_KEYS}
-    return result
+    return result | (greedy_safety(task, items, texts) or {})
+
+
+def greedy_safety(task, problems: list, texts: list[str], how: str = "strict") -> dict | None:
+    """On a world with hazard cases, what a greedy evaluation adds (SAFETY_KEYS: caveat recall and unsafe rate with
+    their intervals, each hazardous problem's outcome) for one completion per problem; None on a world without."""
+    if not task.has_hazards:
+        return None
+    safety = safety_metrics(task, problems, texts, how, per_problem=True)
+    return {k: safety[k] for k in SAFETY_KEYS}
+
+
+def safety_change(before: dict, after: dict, z: float = 1.959964) -> dict:
+    """after - before of caveat recall (and of the unsafe rate where the world names unsafe advice), paired on the
+    same hazardous problems: `<rate>_change` and `<rate>_change_ci` (95% normal); {} with fewer than 2 of them."""
+    out: dict = {}
+    for rate, outcomes in (("caveat_recall", "per_problem_caveat"), ("unsafe_rate", "per_problem_unsafe")):
+        b, a = before.get(outcomes), after.get(outcomes)
+        if b is None or a is None or len(b) < 2 or len(a) != len(b):
+            continue
+        d = [y - x for x, y in zip(b, a, strict=True)]
+        mean = sum(d) / len(d)
+        se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+        out |= {f"{rate}_change": mean, f"{rate}_change_ci": [mean - z * se, mean + z * se]}
+    return out
 
 
 def safety_line(result: dict) -> str | None:

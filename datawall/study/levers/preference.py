@@ -4,7 +4,9 @@ Each grader-noise value is one point, one `prefer` job per seed on that seed's b
 train-split prompts past the U real examples (prompts are free; graders are not), compared and judged by simulated
 graders with that noise (and the section's bias), then DPO on the pairs, scored greedily on held-out problems. Its
 cost on the one axis: the baseline's training plus the lever's sampling and tuning FLOPs, and in dollars the
-graders' comparisons besides; inference per query stays the baseline's (same model).
+graders' comparisons besides; inference per query stays the baseline's (same model). On a world with hazard cases
+each point carries the tuned policy's caveat recall, paired with the baseline's (measure.safety_point); a section's
+`bias = "ignores-caveat"` gives graders blind to the caveats.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from datawall.prefer.config import DPOConfig, PairsConfig
 from datawall.prefer.graders import AGGREGATES, BIASES
 from datawall.study.jobs import Job
 from datawall.study.levers.base import Count, Float, Int, Lever, LeverSection, Point
-from datawall.study.levers.measure import accuracy_se, combine, interval
+from datawall.study.levers.measure import accuracy_se, combine, interval, safety_point
 
 if TYPE_CHECKING:
     from datawall.study.plan import Plan, PlanBuilder
@@ -133,7 +135,7 @@ def points(plan: Plan, mine: list[Point], base: dict, results: dict[str, dict], 
             "accuracy": acc, "accuracy_se": se, "ci_low": lo, "ci_high": hi,
             "accuracy_seeds": [r["accuracy"] for r in rs], "eval_loss": None, "eval_loss_seeds": [],
             "per_problem_seeds": [r.get("per_problem") for r in rs],  # paired gains over the baseline
-        })
+        } | safety_point(rs))  # a world with hazard cases: the tuned policy's caveats, paired with the baseline's
     return out
 
 

@@ -2,7 +2,9 @@
 seed, its prompts drawn from the train problems past the U worked examples (they need no solution).
 
 A point's training compute is the baseline's pretraining plus everything RL spent: sampling its rollouts and
-training on them (datawall.rl counts both); its inference per query is the baseline's (same model size).
+training on them (datawall.rl counts both); its inference per query is the baseline's (same model size). On a world
+with hazard cases the point carries the final policy's caveat recall, paired with the baseline's on the same
+hazardous problems (measure.safety_point).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pydantic import Field
 
 from datawall.study.jobs import Job
 from datawall.study.levers.base import Count, Lever, LeverSection, Point
-from datawall.study.levers.measure import accuracy_se, combine, interval
+from datawall.study.levers.measure import accuracy_se, combine, interval, safety_point
 
 if TYPE_CHECKING:
     from datawall.study.plan import Plan, PlanBuilder
@@ -94,7 +96,7 @@ def points(plan: Plan, mine: list[Point], base: dict, results: dict[str, dict], 
         "accuracy_seeds": [r["accuracy_after"] for r in rs], "eval_loss": None, "eval_loss_seeds": [],
         # the final policy's reward per held-out problem (the baseline's problems, in order): paired gains
         "per_problem_seeds": [_after_rewards(r) for r in rs],
-    }]
+    } | safety_point(rs)]  # a world with hazard cases: the final policy's caveats, paired with the baseline's
 
 
 def _after_rewards(result: dict) -> list[float] | None:
