@@ -76,7 +76,7 @@ def test_bad_job_configs_are_one_clear_error():
     with pytest.raises(DatawallError, match="bad setting digits=abc"):  # caught before anything runs
         Job("pretrain", {**PRETRAIN, "data": {"task": "arith", "task_args": {"digits": "abc"}}})
     with pytest.raises(DatawallError, match="unknown job kind"):
-        Job("rl", {})
+        Job("interpretive-dance", {})
 
 
 def test_second_run_reuses_done_runs_without_work(count_kind, tmp_path):

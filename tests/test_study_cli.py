@@ -86,7 +86,7 @@ def test_a_billion_samples_per_query_is_refused_with_one_line(tmp_path):
     path.write_text(preset_text("quick").replace("n = [1, 2, 4, 8, 16]", "n = [1000000000]"))
     result = run_study(str(path), "--dry-run")
     assert isinstance(result.exception, DatawallError)
-    assert re.match(r"budget.max_flops: the plan needs ~2\.\d+e\+18 FLOPs", str(result.exception))
+    assert re.match(r"budget.max_flops: the plan needs ~\d\.\d+e\+18 FLOPs", str(result.exception))
     assert "levers.test_time alone needs" in str(result.exception)
 
 

@@ -134,7 +134,7 @@ def test_the_preset_with_a_billion_samples_is_refused_by_its_own_budget():
 
     data = tomllib.loads(preset_text("quick"))
     data["levers"]["test_time"]["n"] = [1_000_000_000]
-    with pytest.raises(DatawallError, match=r"budget.max_flops: .* levers.test_time alone needs ~2\.\d+e\+18"):
+    with pytest.raises(DatawallError, match=r"budget.max_flops: .* levers.test_time alone needs ~\d\.\d+e\+18"):
         make_plan(parse_spec(data, "quick.toml"))
 
 

@@ -25,11 +25,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _nodes(address: str) -> int:
+def _nodes(address: str, env: dict) -> int:
     """Alive nodes of the cluster, asked from a separate process (this one must not hold a Ray connection)."""
     code = f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print(len([n for n in ray.nodes() " \
            "if n['Alive']]))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
 
 
@@ -41,21 +41,25 @@ def cluster(tmp_path_factory):
         pytest.fail("the ray command is missing (a dev dependency)")
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     logs = tmp_path_factory.mktemp("ray_logs")
-    common = ["--num-cpus", "1", "--disable-usage-stats", "--block"]
+    # a HOME of its own: a ~/.ray/auth_token left by someone's earlier `ray start` turns on token auth in the nodes,
+    # which the driver (auth mode disabled) then cannot pass
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HOME": str(logs)}
+    # every node on the loopback address the test asks (Ray otherwise picks the machine's own IP, which a probe of
+    # 127.0.0.1 may not reach), and a generous deadline: on a loaded 2-core machine a node takes a minute to start
+    common = ["--num-cpus", "1", "--disable-usage-stats", "--node-ip-address", "127.0.0.1", "--block"]
     head = subprocess.Popen([RAY, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common],
                             stdout=open(logs / "head.log", "w"), stderr=subprocess.STDOUT, env=env)
     procs = [head]
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 300
         worker = None
         while time.time() < deadline:
-            if worker is None and _nodes(address) >= 1:
+            if worker is None and _nodes(address, env) >= 1:
                 worker = subprocess.Popen([RAY, "start", "--address", address, *common],
                                           stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT, env=env)
                 procs.append(worker)
-            if worker is not None and _nodes(address) == 2:
+            if worker is not None and _nodes(address, env) == 2:
                 break
             time.sleep(2)
         else:
