@@ -253,7 +253,10 @@ def test_interrupted_ladder_keeps_finished_runs_and_a_rerun_continues(corpus, tm
         cmd = [DATAWALL, "laws", "ladder", "--corpus", str(corpus),
                "--spec", str(spec_file(tmp_path, repeat_tokens=None)), "--budgets", "1e9", "--sizes", "3",
                "--out", str(out), "--store", str(store), "--workers", "2", "--json"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        # as from a terminal: SIGINT at its default (a SIGINT ignored by this test process, as some libraries leave it
+        # in a pytest worker, is inherited through exec and Python then never raises KeyboardInterrupt)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
             done = list(out.glob("runs/*/DONE"))
