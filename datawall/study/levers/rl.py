@@ -31,7 +31,7 @@ NAME = "rl"
 class RL(LeverSection):
     """RL with verifiable rewards on the baseline checkpoint(s): `datawall rl` with these settings."""
 
-    # opt-in: an rl run per seed costs minutes, and a spec written before this lever keeps the plan it had
+    # off unless a spec enables it (every preset does): a spec written before this lever keeps the plan it had
     enabled: bool = False
     steps: Count = Field(200, description="optimizer steps of each rl run")
     group: Annotated[Count, Field(ge=2)] = Field(8, description="completions sampled per prompt")
