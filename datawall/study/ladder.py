@@ -334,6 +334,11 @@ def run_ladder(spec: LadderSpec, out: str | Path, store: RunStore | str | Path |
         with view:
             results = runner.run([r.job for r in order], store, on_event=on_event, quiet=True,
                                  study=f"ladder:{out.resolve().name}")
+    except KeyboardInterrupt:
+        for r in runs:  # a run that finished as the interrupt arrived, before its event was seen: link it anyway
+            if (store.dir_for(r.job) / "DONE").exists():
+                _link(links / r.name, store.dir_for(r.job))
+        raise
     finally:
         if own:
             runner.close()
