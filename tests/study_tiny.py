@@ -70,3 +70,31 @@ def tiny_study(tmp_path_factory) -> tuple[Path, dict]:
         assert result.exit_code == 0, (result.stderr, result.exception)
         _CACHE["tiny"] = (root, json.loads(result.stdout))
     return _CACHE["tiny"]
+
+
+def lever_spec(name: str, levers: str, epochs: int = 2, queries: float | None = None) -> str:
+    """A tiny-world spec (digits=1 arith, U = 200, 40 held-out problems, one seed, 100k baseline) with every lever
+    off except the sections written in `levers` (TOML text)."""
+    from datawall.study.levers import LEVERS
+
+    off = "".join(f"\n[levers.{lv}]\nenabled = false\n" for lv in LEVERS if f"[levers.{lv}]" not in levers)
+    queries_section = f"\n[queries]\nexpected = {queries:g}\n" if queries is not None else ""
+    return f"""
+name = "{name}"
+
+[world]
+task = "arith"
+task_args = {{ digits = 1, ops = "add,sub,mul" }}  # 237 distinct training problems, 63 held out
+unique_examples = 200
+eval_problems = 40
+seeds = [0]
+
+[train]
+batch_size = 16
+seq_len = 32
+{queries_section}
+[baseline]
+size = "100k"
+epochs = {epochs}
+{off}
+{levers}"""

@@ -9,48 +9,16 @@ from datawall.errors import DatawallError
 from datawall.study.jobs import Job
 from datawall.study.plan import make_plan
 from datawall.study.spec import parse_spec
-from tests.study_tiny import run_study
+from tests.study_tiny import lever_spec, run_study
 
-SPEC = """
-name = "tiny-preference"
-
-[world]
-task = "arith"
-task_args = { digits = 1, ops = "add,sub,mul" }  # 237 distinct training problems: 37 past U for the pairs
-unique_examples = 200
-eval_problems = 40
-seeds = [0]
-
-[train]
-batch_size = 16
-seq_len = 32
-
-[queries]
-expected = 1e5
-
-[baseline]
-size = "100k"
-epochs = 40
-
-[levers.scale]
-enabled = false
-
-[levers.repetition]
-enabled = false
-
-[levers.test_time]
-enabled = false
-
-[levers.synthetic]
-enabled = false
-
+SPEC = lever_spec("tiny-preference", """
 [levers.preference]
 noise = [0.0, 0.4]
 prompts = 30
 n = 8
 epochs = 1
 price = "human-grader"
-"""
+""", epochs=40, queries=1e5)
 
 
 def _spec(**preference):

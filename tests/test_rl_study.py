@@ -5,53 +5,21 @@ from __future__ import annotations
 
 import json
 
-from study_tiny import run_study
+from study_tiny import lever_spec, run_study
 
 from datawall.study.jobs import Job
 from datawall.study.levers import LEVERS
 from datawall.study.plan import make_plan
 from datawall.study.spec import parse_spec
 
-SPEC = """
-name = "tiny-rl"
-
-[world]
-task = "arith"
-task_args = { digits = 1, ops = "add,sub,mul" }  # 237 distinct training problems, 63 held out
-unique_examples = 200
-eval_problems = 40
-seeds = [0]
-
-[train]
-batch_size = 16
-seq_len = 32
-
-[baseline]
-size = "100k"
-epochs = 2
-
-[levers.scale]
-enabled = false
-
-[levers.repetition]
-enabled = false
-
-[levers.test_time]
-enabled = false
-
-[levers.synthetic]
-enabled = false
-
-[levers.preference]
-enabled = false
-
+SPEC = lever_spec("tiny-rl", """
 [levers.rl]
 enabled = true
 steps = 3
 prompts_per_step = 4
 group = 4
 loss = "grpo"
-"""
+""")
 
 
 def test_rl_is_opt_in_and_plans_one_run_per_seed_on_the_baseline():
