@@ -44,7 +44,9 @@ def cluster(tmp_path_factory):
     logs = tmp_path_factory.mktemp("ray_logs")
     # a HOME of its own: a ~/.ray/auth_token left by someone's earlier `ray start` turns on token auth in the nodes,
     # which the driver (auth mode disabled) then cannot pass
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HOME": str(logs)}
+    # and no RAY_* settings a Ray driver earlier in this pytest worker left in os.environ (auth mode among them)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "RAY_USAGE_STATS_ENABLED": "0",
+           "HOME": str(logs)}
     # every node on the loopback address the test asks (Ray otherwise picks the machine's own IP, which a probe of
     # 127.0.0.1 may not reach), and a generous deadline: on a loaded 2-core machine a node takes a minute to start
     common = ["--num-cpus", "1", "--disable-usage-stats", "--node-ip-address", "127.0.0.1", "--block"]
