@@ -29,17 +29,23 @@ def write_pairs(path, count: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
-    return trained_policy(tmp_path_factory.getbasetemp(), steps=200)
+    # the 800-step policy (shared with other modules): its states tell sums apart well enough for a reward head to
+    # learn; on the 200-step one val pair accuracy was 0.53-0.73 by CPU and seed (measured), too close to chance
+    return trained_policy(tmp_path_factory.getbasetemp(), steps=800)
 
 
 @pytest.mark.learned
 def test_a_bradley_terry_model_ranks_held_out_pairs_and_think_reads_it(policy, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
-    write_pairs(pairs, 240)
-    cfg = RewardPairsConfig(pairs=str(pairs), model=str(policy), epochs=3, lr=1e-3, val_frac=0.25)
+    write_pairs(pairs, 480)
+    cfg = RewardPairsConfig(pairs=str(pairs), model=str(policy), epochs=4, lr=1e-3, val_frac=0.25)
     res = train_pair_reward_model(cfg, tmp_path / "rm", quiet=True)
-    assert not res["reused"] and res["val_pairs"] == 60 and res["train_pairs"] == 180
-    assert res["val_pair_accuracy"] > 0.6  # prompts it never saw: the right answer ranked above the wrong one
+    assert not res["reused"] and res["val_pairs"] == 120 and res["train_pairs"] == 360
+    # prompts it never saw: the right answer ranked above the wrong one, in the median of three seeds (of the
+    # split and the pair order; measured 0.74-0.83 on AVX2 and AVX-512 machines), not one lucky trajectory
+    others = [train_pair_reward_model(cfg.model_copy(update={"seed": s}), tmp_path / f"rm{s}", quiet=True)
+              for s in (1, 2)]
+    assert sorted(r["val_pair_accuracy"] for r in [res, *others])[1] > 0.65
     rm = RewardModel.load(tmp_path / "rm")
     assert rm.kind == "orm" and rm.info["label"] == "bradley-terry" and rm.info["base_model"] == str(policy.resolve())
     run = tmp_path / "rm.run"
