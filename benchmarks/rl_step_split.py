@@ -2,6 +2,11 @@
 update), one run each with benchmarks/rl_step.py's setup and flags, process clocks around datawall's
 TaskRollouts.rollout and TRL's GRPOTrainer._generate_and_score_completions.
 
+It also prints the ceiling of any faster update: datawall's own count of the update's FLOPs (forward and backward
+of the trained rows, `train_update_flops` in metrics.jsonl) at the fp32 matmul rate of one thread measured in the
+same run (benchmarks/common.matmul_ceiling). No fp32 update of the same rows can take less, so TRL's step over
+(datawall's sampling + that floor) is the most any update work could give this step.
+
 Run: .venv/bin/python benchmarks/rl_step_split.py --model /work/shared-runs/baseline/checkpoint --steps 8
      .venv/bin/python benchmarks/rl_step_split.py --model random:1m --reward random --steps 5 --skip 1
 """
@@ -9,6 +14,7 @@ Run: .venv/bin/python benchmarks/rl_step_split.py --model /work/shared-runs/base
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -19,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import rl_step  # noqa: E402
 import torch  # noqa: E402
 import trl.trainer.grpo_trainer as grpo_trainer  # noqa: E402
+from common import matmul_ceiling  # noqa: E402
 
 from datawall.rl import rollout  # noqa: E402
 from datawall.tasks import get_task  # noqa: E402
@@ -67,11 +74,19 @@ def main() -> None:
             model = rl_step.random_checkpoint(args.model.split(":", 1)[1], task, tmp / "model")
         _, dw_cpu = rl_step.datawall_steps(model, args, tmp / "dw")
         _, trl_cpu = rl_step.trl_steps(model, args, tmp / "trl")
+        rows = [json.loads(line) for line in (tmp / "dw" / "metrics.jsonl").read_text().splitlines()]
+    update_flops = statistics.median(r["train_update_flops"] for r in rows[args.skip:] if "train_update_flops" in r)
+    ceiling = matmul_ceiling()
     dw, tr = statistics.median(dw_cpu), statistics.median(trl_cpu)
     dw_s, tr_s = (statistics.median(SAMPLING[k][args.skip:]) for k in ("datawall", "trl"))
     print(f"{args.model} ({args.reward}), CPU s per step: datawall {dw:.3f} = sampling {dw_s:.3f} + rest "
           f"{dw - dw_s:.3f}; TRL {tr:.3f} = sampling {tr_s:.3f} + rest {tr - tr_s:.3f}; TRL / datawall {tr / dw:.2f}; "
           f"load {' '.join(open('/proc/loadavg').read().split()[:3])}")
+    floor = update_flops / ceiling
+    print(f"update: {update_flops:.3g} FLOPs a step; at the fp32 matmul ceiling of one thread ({ceiling / 1e9:.0f} "
+          f"GFLOP/s) at least {floor:.3f} s (datawall's update {dw - dw_s:.3f} s, TRL's {tr - tr_s:.3f} s); "
+          f"TRL / (datawall sampling + that floor) = {tr / (dw_s + floor):.2f}x, with free sampling "
+          f"{tr / floor:.2f}x")
 
 
 if __name__ == "__main__":
