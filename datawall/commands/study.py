@@ -28,7 +28,8 @@ class _DefaultRun(TyperGroup):
 
 app = typer.Typer(
     cls=_DefaultRun,
-    help="Run a study: train the baseline, pull each lever (scale, repetition, test-time compute), keep every run "
+    help="Run a study: train the baseline, pull each lever (scale, repetition, test-time compute, synthetic data, "
+    "preference tuning, RL with verifiable rewards), keep every run "
     "in the run store and write OUT/report.html, summary.md and summary.json with the recommendation. "
     "`datawall study SPEC.toml` and `datawall study --preset quick` are short for `datawall study run ...`.",
 )
