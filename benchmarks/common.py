@@ -22,10 +22,12 @@ def machine() -> str:
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}{gpu}"
 
 
-def matmul_ceiling(n: int = 2048, seconds: float = 3.0, device: str = "cpu") -> float:
-    """FLOP/s of a large fp32 square matmul: the practical ceiling a training step is compared against."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_ceiling(n: int = 2048, seconds: float = 3.0, device: str = "cpu", dtype: torch.dtype = torch.float32
+                   ) -> float:
+    """FLOP/s of a large square matmul (fp32 by default): the practical ceiling a training step is compared
+    against."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
     reps, t0 = 0, time.perf_counter()

@@ -13,6 +13,7 @@ ignores time spent waiting for a core (use it with --threads 1; idle OpenMP thre
 compiler that --compile runs is another process, so its time shows only in the wall-clock compile seconds).
 Run: .venv/bin/python benchmarks/sample_throughput.py [--presets 1m,5m,smollm2] [--threads 2] [--repeats 3]
      [--clock cpu] [--compile] [--int8]
+     python3 benchmarks/sample_throughput.py --device cuda --dtype bf16 --presets smollm2   (a GPU; wall clock)
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ def hf_inputs(tok: Tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
-def run_preset(preset: str, tok: Tokenizer, repeats: int, clock, compiled: bool, int8: bool) -> list[dict]:
-    """Tokens per second of each engine for both workloads (and the compile seconds of the compiled step)."""
+def run_preset(preset: str, tok: Tokenizer, repeats: int, clock, compiled: bool, int8: bool, device: str = "cpu",
+               dtype: torch.dtype = torch.float32) -> list[dict]:
+    """Tokens per second of each engine for both workloads (and the compile seconds of the compiled step), both
+    models in `dtype` on `device`."""
     from transformers import LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -79,8 +82,13 @@ def run_preset(preset: str, tok: Tokenizer, repeats: int, clock, compiled: bool,
     model = Transformer(cfg).eval()
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(tmp + "/ckpt", model, tok, {"benchmark": "sample_throughput"})
-        hf = LlamaForCausalLM.from_pretrained(tmp + "/ckpt").eval()
+        hf = LlamaForCausalLM.from_pretrained(tmp + "/ckpt").eval().to(device, dtype)
+    model = model.to(device, dtype)
     q8 = int8_copy(model) if int8 else None
+
+    def sync() -> None:  # a GPU runs ahead of Python: a call is done when its kernels are
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
 
     rng = random.Random(0)
     prompts = ["".join(rng.choice(ALPHABET[:36]) for _ in range(rng.randint(8, 24))) + "=" for _ in range(64)]
@@ -94,12 +102,14 @@ def run_preset(preset: str, tok: Tokenizer, repeats: int, clock, compiled: bool,
 
         def ours(m=model, batch=batch, n=n, tokens=tokens, **kw):
             out = generate(m, tok, batch, n=n, max_new_tokens=NEW_TOKENS, temperature=1.0, seed=0,
-                           ignore_eos=True, **kw)
+                           ignore_eos=True, device=device, **kw)
+            sync()
             assert sum(s.completion_tokens for o in out for s in o) == tokens
 
         def theirs(ids=ids, mask=mask, n=n):
             with torch.inference_mode():
-                out = hf.generate(ids, attention_mask=mask, num_return_sequences=n, **hf_kw)
+                out = hf.generate(ids.to(device), attention_mask=mask.to(device), num_return_sequences=n, **hf_kw)
+            sync()
             assert out.shape == (ids.shape[0] * n, ids.shape[1] + NEW_TOKENS)
 
         engines = {"datawall": ours, "transformers": theirs}
@@ -125,14 +135,19 @@ def main() -> None:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     parser.add_argument("--compile", action="store_true", help="also time the compiled decode step")
     parser.add_argument("--int8", action="store_true", help="also time an int8 copy of the model")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both engines there)")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="both models' weights")
     args = parser.parse_args()
+    if args.clock == "cpu" and args.device != "cpu":
+        parser.error("--clock cpu times this process's CPU, not a GPU: use --clock wall with --device cuda")
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     import transformers
 
     print(f"machine: {machine()} ({os.cpu_count()} logical cpus)")
     print(f"transformers {transformers.__version__}, python {platform.python_version()}")
-    print(f"{NEW_TOKENS} new tokens per sample, temperature 1.0, eos ignored, best of {args.repeats} interleaved, "
+    print(f"{args.device}, {args.dtype}: {NEW_TOKENS} new tokens per sample, temperature 1.0, eos ignored, best of "
+          f"{args.repeats} interleaved, "
           f"{args.clock} clock, load average {os.getloadavg()[0]:.1f} at start\n")
     tok = Tokenizer.for_chars(ALPHABET)
     start = time.perf_counter()
@@ -141,7 +156,8 @@ def main() -> None:
     head += "".join(f"{e + ' tok/s':>16}{'ratio':>8}" for e in extra) + ("  compile s" if args.compile else "")
     print(head)
     for preset in args.presets.split(","):
-        for r in run_preset(preset.strip(), tok, args.repeats, clock, args.compile, args.int8):
+        dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+        for r in run_preset(preset.strip(), tok, args.repeats, clock, args.compile, args.int8, args.device, dtype):
             line = f"{r['preset']:<9}{r['workload']:<20}{r['datawall']:>16,.0f}{r['transformers']:>20,.0f}"
             line += f"{r['datawall'] / r['transformers']:>7.2f}x"
             line += "".join(f"{r[e]:>16,.0f}{r[e] / r['transformers']:>7.2f}x" for e in extra)
