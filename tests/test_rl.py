@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_run import invoke
 from tiny_arith import TASK_ARGS, one_thread, trained_policy
-from typer.testing import CliRunner
 
-from datawall.cli import app
 from datawall.rl import RLConfig, run_rl
 from datawall.rl.rewards import Reward
 from datawall.tasks import registry
@@ -36,18 +35,6 @@ TIMING = ("wall_seconds",)
 def policy(tmp_path_factory) -> Path:
     """The shared tiny 2-digit-addition policy (greedy ~40-60%)."""
     return trained_policy(tmp_path_factory.getbasetemp(), steps=800)
-
-
-def invoke(*args: str):
-    """The real CLI in-process; expected errors come back as exit code 2 and one line, as `main` prints them."""
-    from datawall.errors import DatawallError
-
-    try:
-        with one_thread():
-            result = CliRunner().invoke(app, list(args), catch_exceptions=False)
-    except DatawallError as e:
-        return 2, f"error: {e}"
-    return result.exit_code, result.output
 
 
 def metrics(run: Path) -> list[dict]:

@@ -10,10 +10,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from cli_run import invoke
 from tiny_arith import TASK, TASK_ARGS, one_thread, trained_policy
-from typer.testing import CliRunner
 
-from datawall.cli import app
 from datawall.errors import DatawallError
 from datawall.model import load_checkpoint
 from datawall.model.reward_head import RewardModel
@@ -55,15 +54,6 @@ def bt_model(policy, tmp_path_factory):
     with one_thread():
         train_pair_reward_model(cfg, base / "rm", quiet=True)
     return base / "rm"
-
-
-def invoke(*args: str):
-    try:
-        with one_thread():
-            result = CliRunner().invoke(app, list(args), catch_exceptions=False)
-    except DatawallError as e:
-        return 2, f"error: {e}"
-    return result.exit_code, result.output
 
 
 def test_a_bradley_terry_model_is_an_rl_reward_scored_by_its_logit(bt_model):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_run import one_line_error, run, run_json
 from local_server import running
-from synth_cli import one_line_error, run, run_json
 from test_synth_generate import Teacher, endpoint, rows_of
 from tiny_arith import one_thread, random_checkpoint
 

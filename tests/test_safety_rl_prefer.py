@@ -12,12 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import invoke
 from study_tiny import run_study
-from tiny_arith import one_thread
-from typer.testing import CliRunner
 
-from datawall.cli import app
-from datawall.errors import DatawallError
 from datawall.rl.config import RLConfig
 from datawall.rl.rewards import build_reward, shape
 from datawall.study.jobs import KINDS
@@ -95,16 +92,6 @@ def baseline_checkpoint(study) -> Path:
     root, s = study
     (key,) = s["baseline"]["runs"]
     return root / "store" / "runs" / f"pretrain-{key}" / "checkpoint"
-
-
-def invoke(*args: str):
-    """The real CLI in-process; expected errors come back as exit code 2 and one line, as `main` prints them."""
-    try:
-        with one_thread():
-            result = CliRunner().invoke(app, list(args), catch_exceptions=False)
-    except DatawallError as e:
-        return 2, f"error: {e}"
-    return result.exit_code, result.output
 
 
 def assert_graded(result: dict, hazardous: int) -> None:

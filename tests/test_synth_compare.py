@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from synth_cli import run, run_json
+from cli_run import run, run_json
 from tiny_arith import TASK, one_thread, random_checkpoint, trained_policy
 
 from datawall.synth.compare import Answer, bootstrap_ratio, resemblance

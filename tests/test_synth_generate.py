@@ -8,10 +8,10 @@ import math
 
 import pytest
 import torch
+from cli_run import run, run_json
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from local_server import running
-from synth_cli import run, run_json
 from tiny_arith import TASK, one_thread, trained_policy
 from typer.testing import CliRunner
 

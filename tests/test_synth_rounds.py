@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from synth_cli import run, run_json
+from cli_run import run, run_json
 from tiny_arith import TASK, one_thread, random_checkpoint, trained_policy
 
 from datawall.synth.rounds import answer_class, tail_classes

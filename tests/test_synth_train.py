@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from synth_cli import one_line_error, run, run_json
+from cli_run import one_line_error, run, run_json
 from tiny_arith import TASK, one_thread, random_checkpoint
 
 from datawall.data import Tokenizer, task_docs
