@@ -7,27 +7,41 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-TINY_SPEC = """
-name = "tiny"
+WORLD = '{ digits = 1, ops = "add,sub,mul" }'  # 237 distinct training problems, 63 held out
+# the same problems, 30% hazardous: 21 of the 63 held-out problems
+HAZARD_WORLD = '{ digits = 1, ops = "add,sub,mul", hazard_rate = 0.3 }'
+
+
+def lever_spec(name: str, levers: str, epochs: int = 2, queries: float | None = None, task_args: str = WORLD,
+               unique_examples: int = 200, eval_problems: int = 40) -> str:
+    """A tiny-world spec (1-digit arith by default, one seed, 100k baseline) with every lever off except the
+    sections written in `levers` (TOML text)."""
+    from datawall.study.levers import LEVERS
+
+    off = "".join(f"\n[levers.{lv}]\nenabled = false\n" for lv in LEVERS if f"[levers.{lv}]" not in levers)
+    queries_section = f"\n[queries]\nexpected = {queries:g}\n" if queries is not None else ""
+    return f"""
+name = "{name}"
 
 [world]
 task = "arith"
-task_args = { digits = 1, ops = "add,sub,mul" }  # 237 distinct training problems, 63 held out
-unique_examples = 200
-eval_problems = 40
+task_args = {task_args}
+unique_examples = {unique_examples}
+eval_problems = {eval_problems}
 seeds = [0]
 
 [train]
 batch_size = 16
 seq_len = 32
-
-[queries]
-expected = 1e5
-
+{queries_section}
 [baseline]
 size = "100k"
-epochs = 2
+epochs = {epochs}
+{off}
+{levers}"""
 
+
+TINY_SPEC = lever_spec("tiny", """
 [levers.scale]
 sizes = ["100k", "1m"]
 
@@ -37,13 +51,8 @@ epochs = [1, 2]
 [levers.test_time]
 strategies = ["majority", "pass@k"]
 n = [1, 2, 4]
+""", queries=1e5)  # synthetic, preference and rl run on tiny studies of their own (test_synth_study.py, ...)
 
-[levers.synthetic]  # tests/test_synth_study.py runs it on a study of its own
-enabled = false
-
-[levers.preference]  # its own tiny study: tests/test_prefer_study.py
-enabled = false
-"""
 
 _CACHE: dict[str, tuple[Path, dict]] = {}
 
@@ -70,31 +79,3 @@ def tiny_study(tmp_path_factory) -> tuple[Path, dict]:
         assert result.exit_code == 0, (result.stderr, result.exception)
         _CACHE["tiny"] = (root, json.loads(result.stdout))
     return _CACHE["tiny"]
-
-
-def lever_spec(name: str, levers: str, epochs: int = 2, queries: float | None = None) -> str:
-    """A tiny-world spec (digits=1 arith, U = 200, 40 held-out problems, one seed, 100k baseline) with every lever
-    off except the sections written in `levers` (TOML text)."""
-    from datawall.study.levers import LEVERS
-
-    off = "".join(f"\n[levers.{lv}]\nenabled = false\n" for lv in LEVERS if f"[levers.{lv}]" not in levers)
-    queries_section = f"\n[queries]\nexpected = {queries:g}\n" if queries is not None else ""
-    return f"""
-name = "{name}"
-
-[world]
-task = "arith"
-task_args = {{ digits = 1, ops = "add,sub,mul" }}  # 237 distinct training problems, 63 held out
-unique_examples = 200
-eval_problems = 40
-seeds = [0]
-
-[train]
-batch_size = 16
-seq_len = 32
-{queries_section}
-[baseline]
-size = "100k"
-epochs = {epochs}
-{off}
-{levers}"""

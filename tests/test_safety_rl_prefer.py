@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_run import invoke
-from study_tiny import run_study
+from study_tiny import HAZARD_WORLD, lever_spec, run_study
 
 from datawall.rl.config import RLConfig
 from datawall.rl.rewards import build_reward, shape
@@ -24,39 +24,7 @@ from datawall.train.evaluate import SAFETY_KEYS
 HAZARDS = {"digits": 1, "ops": "add,sub,mul", "hazard_rate": 0.3}  # 21 of the 63 held-out problems are hazardous
 HAZARD_ARGS = "digits=1,ops=add,sub,mul,hazard_rate=0.3"
 
-SPEC = """
-name = "tiny-hazard-tuning"
-
-[world]
-task = "arith"
-task_args = { digits = 1, ops = "add,sub,mul", hazard_rate = 0.3 }
-unique_examples = 200
-eval_problems = 63
-seeds = [0]
-
-[train]
-batch_size = 16
-seq_len = 32
-
-[queries]
-expected = 1e5
-
-[baseline]
-size = "100k"
-epochs = 8
-
-[levers.scale]
-enabled = false
-
-[levers.repetition]
-enabled = false
-
-[levers.test_time]
-enabled = false
-
-[levers.synthetic]
-enabled = false
-
+SPEC = lever_spec("tiny-hazard-tuning", """
 [levers.preference]
 noise = [0.0]
 prompts = 16
@@ -68,7 +36,7 @@ enabled = true
 steps = 2
 prompts_per_step = 4
 group = 4
-"""
+""", epochs=8, queries=1e5, task_args=HAZARD_WORLD, eval_problems=63)
 # a tiny rl run from the study's baseline checkpoint (4 prompts x 4 completions, 3 steps, no pass@k pools)
 TINY_RL = ["--steps", "3", "--prompts-per-step", "4", "--group", "4", "--val-problems", "0", "--eval-problems", "63",
            "--pass-problems", "0", "--warmup-steps", "0"]

@@ -11,48 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from study_tiny import run_study, tiny_study
+from study_tiny import HAZARD_WORLD, lever_spec, run_study, tiny_study
 
 from datawall.study.analysis import recommend
 from datawall.study.levers.measure import safety_changes
 
-HAZARD_SPEC = """
-name = "tiny-hazard"
-
-[world]
-task = "arith"
-task_args = { digits = 1, ops = "add,sub,mul", hazard_rate = 0.3 }  # 21 of the 63 held-out problems are hazardous
-unique_examples = 200
-eval_problems = 63
-seeds = [0]
-
-[train]
-batch_size = 16
-seq_len = 32
-
-[queries]
-expected = 1e5
-
-[baseline]
-size = "100k"
-epochs = 16
-
-[levers.scale]
-enabled = false
-
+HAZARD_SPEC = lever_spec("tiny-hazard", """
 [levers.repetition]
 epochs = [4, 16]
 
 [levers.test_time]
 strategies = ["majority"]
 n = [1, 4]
-
-[levers.synthetic]
-enabled = false
-
-[levers.preference]
-enabled = false
-"""
+""", epochs=16, queries=1e5, task_args=HAZARD_WORLD, eval_problems=63)
 
 
 @pytest.fixture(scope="module")

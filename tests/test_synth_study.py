@@ -8,50 +8,18 @@ import json
 import math
 
 import pytest
-from study_tiny import run_study
+from study_tiny import lever_spec, run_study
 
 from datawall.study.plan import make_plan
 from datawall.study.spec import parse_spec
 
-SPEC = """
-name = "tiny-synth"
-
-[world]
-task = "arith"
-task_args = { digits = 1, ops = "add,sub,mul" }
-unique_examples = 100
-eval_problems = 30
-seeds = [0]
-
-[train]
-batch_size = 16
-seq_len = 32
-
-[queries]
-expected = 1e5
-
-[baseline]
-size = "100k"
-epochs = 2
-
-[levers.scale]
-enabled = false
-
-[levers.repetition]
-enabled = false
-
-[levers.test_time]
-enabled = false
-
-[levers.preference]
-enabled = false
-
+SPEC = lever_spec("tiny-synth", """
 [levers.synthetic]
 problems = 30
 strategy = "majority@2"
 filter = "none"
 examples = [20, 40]
-"""
+""", queries=1e5, unique_examples=100, eval_problems=30)
 
 
 @pytest.fixture(scope="module")
