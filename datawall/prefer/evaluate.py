@@ -4,15 +4,12 @@ a change measured on the same problems."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from datawall.train.evaluate import wilson_interval
-
-Z95 = 1.959964
+from datawall.train.evaluate import Z95, paired_difference, wilson_interval
 
 
 def greedy_scores(model, tok, task, problems: Sequence, device: str | None = None, batch_size: int = 100,
@@ -55,7 +52,5 @@ def summary(rewards: Sequence[float], lengths: Sequence[int]) -> dict:
 
 def paired_change(before: Sequence[float], after: Sequence[float]) -> dict:
     """Mean change of per-problem rewards on the same problems, with its 95% normal interval (paired)."""
-    d = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
-    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
-    mean = float(d.mean())
+    mean, se = paired_difference(before, after)
     return {"delta": mean, "delta_ci_low": mean - Z95 * se, "delta_ci_high": mean + Z95 * se, "delta_se": se}

@@ -13,9 +13,8 @@ import torch
 from datawall.model.sampler import generate
 from datawall.tasks import Problem, Task
 from datawall.testtime.estimators import pass_at_k
-from datawall.train.evaluate import wilson_interval
+from datawall.train.evaluate import Z95, paired_difference, wilson_interval
 
-Z95 = 1.959964
 ROWS_PER_CALL = 1024  # completions per generate() call: bounds the KV cache of a big pool
 
 
@@ -61,7 +60,6 @@ def pass_at_ks(pool: Sequence[Sequence[float]], ks: Sequence[int]) -> dict[str, 
 
 def paired_change(before: Sequence[float], after: Sequence[float]) -> dict:
     """after - before on the same problems: mean difference and its 95% interval (normal, paired by problem)."""
-    d = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
-    mean = float(d.mean())
-    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.inf
+    mean, se = paired_difference(before, after)
+    se = math.inf if math.isnan(se) else se  # one problem: an interval that says nothing
     return {"gain": mean, "ci": [mean - Z95 * se, mean + Z95 * se]}

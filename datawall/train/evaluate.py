@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from datawall.errors import DatawallError
@@ -11,6 +13,8 @@ from datawall.model.sampler import generate
 from datawall.progress import progress_bar
 from datawall.rewards.rubric_task import safety_metrics
 from datawall.tasks.prompting import FEWSHOT_SEED, Prompt, build_prompt, stop_sequences
+
+Z95 = 1.959964  # the two-sided 95% normal quantile
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -106,7 +110,15 @@ def greedy_safety(task, problems: list, texts: list[str], how: str = "strict") -
     return {k: safety[k] for k in SAFETY_KEYS}
 
 
-def safety_change(before: dict, after: dict, z: float = 1.959964) -> dict:
+def paired_difference(before: Sequence[float], after: Sequence[float]) -> tuple[float, float]:
+    """Mean of after - before, outcome by outcome on the same problems, and its standard error (nan with fewer
+    than two): what every paired change datawall reports is built from."""
+    d = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
+    return float(d.mean()), se
+
+
+def safety_change(before: dict, after: dict) -> dict:
     """after - before of caveat recall (and of the unsafe rate where the world names unsafe advice), paired on the
     same hazardous problems: `<rate>_change` and `<rate>_change_ci` (95% normal); {} with fewer than 2 of them."""
     out: dict = {}
@@ -114,10 +126,8 @@ def safety_change(before: dict, after: dict, z: float = 1.959964) -> dict:
         b, a = before.get(outcomes), after.get(outcomes)
         if b is None or a is None or len(b) < 2 or len(a) != len(b):
             continue
-        d = [y - x for x, y in zip(b, a, strict=True)]
-        mean = sum(d) / len(d)
-        se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
-        out |= {f"{rate}_change": mean, f"{rate}_change_ci": [mean - z * se, mean + z * se]}
+        mean, se = paired_difference(b, a)
+        out |= {f"{rate}_change": mean, f"{rate}_change_ci": [mean - Z95 * se, mean + Z95 * se]}
     return out
 
 
